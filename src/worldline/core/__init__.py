@@ -1,0 +1,1 @@
+"""Contracts, config system, errors and atomic IO shared by every part of worldline."""

@@ -1,0 +1,1 @@
+"""World-model families, one sub-package each. Importing this package registers them."""

@@ -1,0 +1,1 @@
+"""Causal video tokenizers (continuous autoencoder and discrete FSQ). Importing registers them."""
