@@ -133,7 +133,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         if key not in known:
             raise WorldlineError(f"unknown config key '{where}.{key}' (known: {', '.join(known)})")
     try:
-        return dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[tuple]))
+        return dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[tuple], type_hooks={float: _as_float}))
     except dacite.WrongTypeError as e:
         raise WorldlineError(
             f"config '{where}.{e.field_path}': expected {_type_str(e.field_type)}, got {e.value!r}"
@@ -146,6 +146,20 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise WorldlineError(f"config {where!r}: {e}") from None
     except ValueError as e:
         raise WorldlineError(f"config {where!r}: {e}") from None
+
+
+def _as_float(value: Any) -> Any:
+    """Accept ints and numeric strings ('1e-3', which YAML 1.1 reads as text) for float fields."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _type_str(tp: Any) -> str:

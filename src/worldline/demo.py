@@ -1,0 +1,153 @@
+"""``make demo``: the whole path on a built-in default, PushT at 64x64.
+
+record PushT -> train the continuous 1x4x4 tokenizer -> measure it on held-out episodes -> train the
+deterministic world model in its latent space -> evaluate prediction against copy-last-frame and
+shuffled actions -> write rollouts -> write the HTML report. Each stage is skipped when its output
+already exists (training resumes from its last checkpoint), so an interrupted demo continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+
+@dataclasses.dataclass
+class DemoSize:
+    episodes: int  # PushT episodes recorded
+    max_steps: int  # steps per episode
+    tokenizer_size: str  # size of preset tokenizer-continuous
+    world_model_size: str  # size of preset wm-deterministic
+    eval_windows: int  # held-out windows in the prediction table
+    rollouts: int  # held-out episodes shown as videos
+
+
+DEMO_SIZES = {
+    "debug": DemoSize(episodes=4, max_steps=40, tokenizer_size="debug", world_model_size="debug", eval_windows=8, rollouts=1),
+    "small": DemoSize(episodes=60, max_steps=200, tokenizer_size="small", world_model_size="small", eval_windows=256, rollouts=4),
+}
+WORLD = "pusht"
+POLICY = "expert"  # the scripted pusher moves the block, so the world model sees contacts, not just jitter
+CONTEXT, HORIZON = 4, 16
+
+
+def _stage(console: Console, title: str) -> float:
+    console.rule(f"[bold]{title}")
+    return time.time()
+
+
+def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None = None, seed: int = 0,
+             console: Console | None = None) -> dict:
+    from worldline.core.config import load_preset
+    from worldline.core.errors import WorldlineError
+    from worldline.core.io import write_json
+    from worldline.core.pretrained import load_pretrained
+    from worldline.data.format import Dataset
+    from worldline.envs.recorder import record
+    from worldline.eval.prediction import evaluate_prediction, format_table as prediction_table
+    from worldline.eval.report import write_report
+    from worldline.eval.rollout import write_rollouts
+    from worldline.eval.tokenizer import evaluate_dataset, format_table as tokenizer_table
+    from worldline.data.windows import split_episodes
+    from worldline.train.config import RunConfig
+    from worldline.train.run import train
+
+    console = console or Console()
+    if size not in DEMO_SIZES:
+        raise WorldlineError(f"unknown demo size {size!r} (known: {', '.join(DEMO_SIZES)})")
+    spec = DEMO_SIZES[size]
+    n_episodes = episodes or spec.episodes
+    out = Path(out)
+    data_dir, runs = out / "data", out / "runs"
+    timings: dict[str, float] = {}
+    t_all = time.time()
+
+    # 1. record ---------------------------------------------------------------------------------
+    t = _stage(console, f"1/6 record {n_episodes} {WORLD} episodes ({POLICY} policy)")
+    existing = None
+    if (data_dir / "meta" / "info.json").is_file():
+        existing = Dataset(data_dir)
+    if existing is not None and existing.num_episodes == n_episodes:
+        console.print(f"reusing {data_dir} ({existing.num_frames} frames)")
+    else:
+        record(WORLD, n_episodes, data_dir, policy=POLICY, resolution=64, seed=seed,
+               max_steps=spec.max_steps, mode="overwrite", progress=True)
+    dataset = Dataset(data_dir)
+    timings["record"] = time.time() - t
+
+    # 2. tokenizer --------------------------------------------------------------------------------
+    t = _stage(console, f"2/6 train the tokenizer (tokenizer-continuous/{spec.tokenizer_size})")
+    tok_cfg = load_preset("tokenizer-continuous", spec.tokenizer_size)
+    tok_cfg.setdefault("data", {})["path"] = str(data_dir)
+    tok_cfg.setdefault("train", {})["seed"] = seed
+    tok_final = train(RunConfig.from_dict(tok_cfg), runs / "tokenizer", resume=True, progress=True)
+    timings["tokenizer"] = time.time() - t
+
+    # 3. tokenizer quality ---------------------------------------------------------------------------
+    t = _stage(console, "3/6 tokenizer quality on held-out episodes")
+    tokenizer = load_pretrained(tok_final)
+    run_cfg = RunConfig.from_dict(tok_cfg)
+    tok_eval = {"dataset": evaluate_dataset(tokenizer, data_dir, data_cfg=run_cfg.data, max_windows=spec.eval_windows * 4)}
+    console.print(tokenizer_table(tok_eval))
+    timings["tokenizer_eval"] = time.time() - t
+
+    # 4. world model ------------------------------------------------------------------------------
+    t = _stage(console, f"4/6 train the world model (wm-deterministic/{spec.world_model_size})")
+    wm_cfg = load_preset("wm-deterministic", spec.world_model_size)
+    wm_cfg.setdefault("data", {})["path"] = str(data_dir)
+    wm_cfg.setdefault("train", {})["seed"] = seed
+    wm_cfg.setdefault("model", {})["tokenizer_path"] = str(tok_final)
+    wm_run = RunConfig.from_dict(wm_cfg)
+    wm_final = train(wm_run, runs / "world_model", resume=True, progress=True)
+    timings["world_model"] = time.time() - t
+
+    # 5. prediction benchmark + rollouts --------------------------------------------------------------
+    t = _stage(console, f"5/6 prediction on held-out episodes (context {CONTEXT}, horizon {HORIZON})")
+    model = load_pretrained(wm_final)
+    prediction = evaluate_prediction(model, data_dir, context=CONTEXT, horizon=HORIZON,
+                                     max_windows=spec.eval_windows, data_cfg=wm_run.data, seed=seed)
+    console.print(prediction_table(prediction))
+    _, val_ids = split_episodes(dataset.num_episodes, wm_run.data.val_fraction, wm_run.data.split_seed)
+    rollout_ids = [int(i) for i in list(val_ids)[: spec.rollouts]]
+    gifs = write_rollouts(model, data_dir, out / "report" / "rollouts", rollout_ids, context=CONTEXT, horizon=HORIZON)
+    timings["eval"] = time.time() - t
+
+    # 6. report -------------------------------------------------------------------------------------
+    t = _stage(console, "6/6 report")
+    timings["report"] = time.time() - t
+    timings["total"] = time.time() - t_all
+    report = write_report(
+        out / "report",
+        runs={"tokenizer": runs / "tokenizer", "world model": runs / "world_model"},
+        prediction=prediction,
+        tokenizer_eval=tok_eval,
+        rollouts=[p for p in gifs if Path(p).suffix == ".gif"],
+        title=f"worldline demo: {WORLD} 64x64, {n_episodes} episodes ({size})",
+        timings=timings,
+    )
+    headline = {
+        "report": str(report),
+        "tokenizer_psnr_db": tok_eval["dataset"]["psnr"],
+        "tokenizer_ssim": tok_eval["dataset"]["ssim"],
+        "model_psnr_db": prediction["model"]["psnr_mean"],
+        "copy_last_psnr_db": prediction["copy_last"]["psnr_mean"],
+        "shuffled_actions_psnr_db": prediction["shuffled_actions"]["psnr_mean"],
+        "model_ssim": prediction["model"]["ssim_mean"],
+        "copy_last_ssim": prediction["copy_last"]["ssim_mean"],
+        "seconds": timings,
+    }
+    write_json(out / "headline.json", headline)
+    console.rule("[bold green]done")
+    console.print(f"report: [bold]{report}[/bold]")
+    console.print(
+        f"tokenizer (held-out): {headline['tokenizer_psnr_db']:.2f} dB PSNR, SSIM {headline['tokenizer_ssim']:.3f}\n"
+        f"world model, horizon {HORIZON}: {headline['model_psnr_db']:.2f} dB mean PSNR "
+        f"(copy-last-frame {headline['copy_last_psnr_db']:.2f} dB, shuffled actions "
+        f"{headline['shuffled_actions_psnr_db']:.2f} dB), SSIM {headline['model_ssim']:.3f} "
+        f"(copy-last {headline['copy_last_ssim']:.3f})\n"
+        f"total {timings['total'] / 60:.1f} min"
+    )
+    return headline
