@@ -23,10 +23,14 @@ class DemoSize:
     world_model_size: str  # size of preset wm-deterministic
     eval_windows: int  # held-out windows in the prediction table
     rollouts: int  # held-out episodes shown as videos
+    tokenizer_set: tuple[str, ...] = ()  # --set overrides of the tokenizer preset
+    world_model_set: tuple[str, ...] = ()  # --set overrides of the world-model preset
 
 
 DEMO_SIZES = {
-    "debug": DemoSize(episodes=4, max_steps=40, tokenizer_size="debug", world_model_size="debug", eval_windows=8, rollouts=1),
+    # debug trains long enough that the smoke test can check the tokenizer learned something
+    "debug": DemoSize(episodes=4, max_steps=40, tokenizer_size="debug", world_model_size="debug", eval_windows=8,
+                      rollouts=1, tokenizer_set=("train.steps=60", "train.lr=3e-3")),
     "small": DemoSize(episodes=60, max_steps=200, tokenizer_size="small", world_model_size="small", eval_windows=256, rollouts=4),
 }
 WORLD = "pusht"
@@ -41,7 +45,7 @@ def _stage(console: Console, title: str) -> float:
 
 def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None = None, seed: int = 0,
              console: Console | None = None) -> dict:
-    from worldline.core.config import load_preset
+    from worldline.core.config import apply_overrides, load_preset
     from worldline.core.errors import WorldlineError
     from worldline.core.io import write_json
     from worldline.core.pretrained import load_pretrained
@@ -80,7 +84,7 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
 
     # 2. tokenizer --------------------------------------------------------------------------------
     t = _stage(console, f"2/6 train the tokenizer (tokenizer-continuous/{spec.tokenizer_size})")
-    tok_cfg = load_preset("tokenizer-continuous", spec.tokenizer_size)
+    tok_cfg = apply_overrides(load_preset("tokenizer-continuous", spec.tokenizer_size), list(spec.tokenizer_set))
     tok_cfg.setdefault("data", {})["path"] = str(data_dir)
     tok_cfg.setdefault("train", {})["seed"] = seed
     tok_final = train(RunConfig.from_dict(tok_cfg), runs / "tokenizer", resume=True, progress=True)
@@ -96,7 +100,7 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
 
     # 4. world model ------------------------------------------------------------------------------
     t = _stage(console, f"4/6 train the world model (wm-deterministic/{spec.world_model_size})")
-    wm_cfg = load_preset("wm-deterministic", spec.world_model_size)
+    wm_cfg = apply_overrides(load_preset("wm-deterministic", spec.world_model_size), list(spec.world_model_set))
     wm_cfg.setdefault("data", {})["path"] = str(data_dir)
     wm_cfg.setdefault("train", {})["seed"] = seed
     wm_cfg.setdefault("model", {})["tokenizer_path"] = str(tok_final)

@@ -1,0 +1,91 @@
+"""Action embeddings and timestep-free FiLM, shared by every family that conditions on actions.
+
+An action tensor is ``(..., A)`` float (see :class:`worldline.core.contracts.ActionSpec`):
+a discrete space is one integer-index column, a continuous one a box scaled to [-1, 1] with its
+bounds, and a video-only dataset has no actions at all (A = 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from worldline.core.contracts import ActionSpec
+
+
+class ActionEmbedding(nn.Module):
+    """``(..., A)`` actions -> ``(..., dim)`` vectors, whatever the action space.
+
+    - discrete: a table of ``n`` learned vectors, indexed by the action column;
+    - continuous: each column scaled to [-1, 1] with the box bounds, then a 2-layer MLP;
+    - none: one learned vector, so a video-only model keeps the same code path.
+    """
+
+    def __init__(self, spec: ActionSpec, dim: int):
+        super().__init__()
+        self.spec = spec
+        self.dim = dim
+        if spec.kind == "discrete":
+            self.table = nn.Embedding(spec.n, dim)
+            nn.init.normal_(self.table.weight, std=0.02)  # small, like token embeddings in GPT-2
+        elif spec.kind == "continuous":
+            low, high = _bounds(spec)
+            # Columns with infinite or degenerate bounds (common in gymnasium Box spaces) pass through unscaled.
+            finite = torch.isfinite(low) & torch.isfinite(high) & (high > low)
+            self.register_buffer("center", torch.where(finite, (high + low) / 2, torch.zeros_like(low)), persistent=False)
+            self.register_buffer("half_range", torch.where(finite, (high - low) / 2, torch.ones_like(low)), persistent=False)
+            self.mlp = nn.Sequential(nn.Linear(spec.dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        else:
+            self.constant = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, actions: Tensor) -> Tensor:
+        if self.spec.kind == "discrete":
+            return self.table(actions[..., 0].round().long())
+        if self.spec.kind == "continuous":
+            return self.mlp((actions.float() - self.center) / self.half_range)
+        return self.constant.expand(*actions.shape[:-1], self.dim)
+
+
+def _bounds(spec: ActionSpec) -> tuple[Tensor, Tensor]:
+    low = spec.low if spec.low is not None else [-1.0] * spec.dim
+    high = spec.high if spec.high is not None else [1.0] * spec.dim
+    if len(low) != spec.dim or len(high) != spec.dim:
+        raise ValueError(f"action bounds must have {spec.dim} entries, got {len(low)=} {len(high)=}")
+    to_tensor = lambda xs: torch.tensor([float(x) if x is not None else math.inf for x in xs], dtype=torch.float32)  # noqa: E731
+    return to_tensor(low), to_tensor(high)
+
+
+class FiLM(nn.Module):
+    """Feature-wise scale and shift from a conditioning vector (Perez et al. 2018), no timestep.
+
+    ``x * (1 + scale) + shift`` on the channel axis of ``(B, C, ...)`` features. The projection is
+    zero-initialised so every modulated layer starts as the identity and conditioning is learned in.
+    """
+
+    def __init__(self, cond_dim: int, channels: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * channels))
+        nn.init.zeros_(self.proj[1].weight)
+        nn.init.zeros_(self.proj[1].bias)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        scale, shift = self.proj(cond).chunk(2, dim=-1)  # (B, C) each
+        return modulate(x, scale, shift)
+
+
+def modulate(x: Tensor, scale: Tensor, shift: Tensor, channels_last: bool = False) -> Tensor:
+    """``x * (1 + scale) + shift`` with ``scale``/``shift`` of shape (B, C).
+
+    Channels-first ``x`` (B, C, ...) (conv features) is modulated on axis 1; with ``channels_last``,
+    ``x`` (B, ..., C) (tokens) is modulated on its last axis.
+    """
+    extra = x.dim() - scale.dim()
+    if channels_last:
+        scale = scale.reshape(scale.shape[0], *([1] * extra), scale.shape[1])  # (B, 1, ..., C)
+        shift = shift.reshape(shift.shape[0], *([1] * extra), shift.shape[1])
+    else:
+        scale = scale.reshape(*scale.shape, *([1] * extra))  # (B, C, 1, ...)
+        shift = shift.reshape(*shift.shape, *([1] * extra))
+    return x * (1 + scale) + shift

@@ -1,0 +1,230 @@
+"""Prediction evaluation, rollout videos and the HTML report, on tiny datasets written to disk.
+
+Stub world models make the plumbing checkable exactly: one repeats the last context frame (so it
+must score like copy-last), one records what it was given (so the frame/action alignment and the
+held-out split can be compared with the dataset rows).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+
+from worldline.core.contracts import ActionSpec, Rollout, WorldModel
+from worldline.core.errors import WorldlineError
+from worldline.data.config import DataConfig
+from worldline.data.format import Dataset, DatasetWriter
+from worldline.data.windows import split_episodes
+from worldline.eval.prediction import PSNR_CAP_DB, evaluate_prediction, format_table
+from worldline.eval.report import write_report
+from worldline.eval.rollout import write_rollouts
+
+SIZE = 16
+SPEC = ActionSpec(kind="continuous", dim=2, low=[-1.0, -1.0], high=[1.0, 1.0])
+LENGTHS = (14, 12, 16, 13, 15, 12)
+
+
+def scene(length: int, seed: int, static: bool) -> np.ndarray:
+    """(T, SIZE, SIZE, 3) uint8: a flat colour per episode, with a square moving unless ``static``."""
+    rng = np.random.default_rng(seed)
+    frames = np.empty((length, SIZE, SIZE, 3), np.uint8)
+    frames[:] = rng.integers(40, 200, 3)
+    if not static:
+        for t in range(length):
+            x = t % (SIZE - 4)
+            frames[t, 6:10, x : x + 4] = 250
+    return frames
+
+
+def write(path: Path, static: bool) -> Path:
+    rng = np.random.default_rng(0)
+    with DatasetWriter(path, fps=10, image_shape=(SIZE, SIZE, 3), action_spec=SPEC) as w:
+        for i, n in enumerate(LENGTHS):
+            w.add_episode(scene(n, i, static), rng.uniform(-1, 1, (n, 2)).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def moving(tmp_path_factory):
+    return write(tmp_path_factory.mktemp("moving") / "data", static=False)
+
+
+@pytest.fixture(scope="module")
+def static(tmp_path_factory):
+    return write(tmp_path_factory.mktemp("static") / "data", static=True)
+
+
+class CopyLast(WorldModel):
+    """Repeats the last context frame; records every rollout call."""
+
+    def __init__(self):
+        super().__init__()
+        self.action_spec = SPEC
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # so the model has a device
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+
+    def rollout(self, context_frames, actions, text=None, context_actions=None):
+        self.calls.append((context_frames.clone(), actions.clone(), None if context_actions is None else context_actions.clone()))
+        frames = context_frames[:, -1:].expand(-1, actions.shape[1], -1, -1, -1)
+        return Rollout(frames=frames.clone())
+
+    def loss(self, batch):
+        raise NotImplementedError
+
+    def window(self):
+        return 2
+
+    def init_state(self, context_frames, context_actions=None, text=None):
+        raise NotImplementedError
+
+    def step(self, state, action):
+        raise NotImplementedError
+
+    def embed(self, frames):
+        raise NotImplementedError
+
+    def imagine(self, state, actions):
+        raise NotImplementedError
+
+
+def dataset_rows(path: Path):
+    ds = Dataset(path)
+    arrays = ds.arrays()
+    return ds, arrays["actions"], ds.episode_starts
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate_prediction
+# ----------------------------------------------------------------------------------------------
+
+
+def test_prediction_result_shapes_split_and_json(moving):
+    model = CopyLast()
+    K, H = 3, 5
+    result = evaluate_prediction(model, moving, context=K, horizon=H, max_windows=10, batch_size=4)
+    json.dumps(result, allow_nan=False)  # strict JSON
+    _, val = split_episodes(len(LENGTHS), DataConfig().val_fraction, DataConfig().split_seed)
+    assert result["episode_ids"] == val and result["num_windows"] <= 10
+    for name in ("model", "copy_last", "shuffled_actions"):
+        assert len(result[name]["psnr"]) == H and len(result[name]["ssim"]) == H
+        assert np.isclose(result[name]["psnr_mean"], np.mean(result[name]["psnr"]))
+    assert result["tokenizer"] is None  # no tokenizer in this model
+    # the stub repeats the last frame, so it must score exactly like the copy-last baseline
+    assert np.allclose(result["model"]["psnr"], result["copy_last"]["psnr"])
+    # a moving square: copying gets worse with the horizon
+    assert result["copy_last"]["psnr"][0] > result["copy_last"]["psnr"][-1]
+    text = Console(record=True, width=200)
+    text.print(format_table(result))
+    out = text.export_text()
+    assert "mean" in out and "copy-last" in out
+
+
+def test_prediction_feeds_the_right_frames_and_actions(moving):
+    model = CopyLast()
+    K, H = 2, 4
+    data_cfg = DataConfig(val_fraction=0.34, split_seed=3)
+    result = evaluate_prediction(model, moving, context=K, horizon=H, max_windows=6, batch_size=3, data_cfg=data_cfg)
+    _, val = split_episodes(len(LENGTHS), 0.34, 3)
+    assert result["episode_ids"] == val
+    ds, actions, starts = dataset_rows(moving)
+    real_calls, shuffled_calls = model.calls[0::2], model.calls[1::2]
+    seen = 0
+    for (ctx, fut, ctx_act), (_, shuf, _) in zip(real_calls, shuffled_calls):
+        assert ctx.shape[1:] == (K, 3, SIZE, SIZE) and fut.shape[1:] == (H, 2) and ctx_act.shape[1:] == (K - 1, 2)
+        for b in range(len(fut)):
+            # find the row this window starts at from its context actions + future actions
+            window = torch.cat([ctx_act[b], fut[b]]).numpy()  # actions[start : start + K - 1 + H]
+            hits = [(e, s) for e in val for s in range(LENGTHS[e] - K - H + 1)
+                    if np.allclose(actions[starts[e] + s : starts[e] + s + K - 1 + H], window)]
+            assert len(hits) == 1, "window actions do not line up with one held-out window"
+            e, s = hits[0]
+            real = ds.episode_frames(e)[s : s + K]
+            got = ((ctx[b].permute(0, 2, 3, 1) + 1) * 127.5).round().numpy()
+            assert np.abs(got - real.astype(np.float64)).max() <= 1
+            assert not torch.allclose(shuf[b], fut[b])  # shuffled actions come from another window
+            seen += 1
+    assert seen == result["num_windows"] == 6
+
+
+def test_copy_last_on_a_static_video_is_perfect(static):
+    result = evaluate_prediction(CopyLast(), static, context=2, horizon=3, max_windows=8)
+    assert min(result["copy_last"]["psnr"]) > 40
+    assert min(result["copy_last"]["ssim"]) > 0.99
+    assert max(result["copy_last"]["psnr"]) <= PSNR_CAP_DB
+    json.dumps(result, allow_nan=False)
+
+
+def test_prediction_with_a_latent_model_reports_the_tokenizer_ceiling(moving, tmp_path):
+    from worldline.models.baseline import DeterministicConfig, DeterministicWorldModel
+    from worldline.tokenizers import ContinuousTokenizer, ContinuousTokenizerConfig
+
+    ContinuousTokenizer(ContinuousTokenizerConfig(image_size=(SIZE, SIZE), channels=(8, 16), blocks=(0, 1),
+                                                  latent_channels=4)).save_pretrained(tmp_path / "tok")
+    model = DeterministicWorldModel(DeterministicConfig(
+        tokenizer_path=str(tmp_path / "tok"), action_space=SPEC, image_size=(SIZE, SIZE), context_frames=2,
+        train_horizon=2, rollout_steps=2, width=8, channel_mult=(1,), blocks_per_level=1, action_dim=8))
+    result = evaluate_prediction(model, moving, context=2, horizon=3, max_windows=4)
+    assert len(result["tokenizer"]["psnr"]) == 3 and np.isfinite(result["tokenizer"]["psnr_mean"])
+    # untrained = copy-last-latent: the model equals its shuffled-actions run
+    assert np.allclose(result["model"]["psnr"], result["shuffled_actions"]["psnr"])
+
+
+def test_prediction_bad_arguments(moving):
+    with pytest.raises(WorldlineError, match="long enough"):
+        evaluate_prediction(CopyLast(), moving, context=8, horizon=16)
+    with pytest.raises(WorldlineError, match="episodes must be"):
+        evaluate_prediction(CopyLast(), moving, episodes="test")
+    with pytest.raises(WorldlineError, match="episode 99"):
+        evaluate_prediction(CopyLast(), moving, episodes=[99])
+
+
+# ----------------------------------------------------------------------------------------------
+# rollouts and report
+# ----------------------------------------------------------------------------------------------
+
+
+def test_write_rollouts(moving, tmp_path):
+    K, H = 2, 5
+    gifs = write_rollouts(CopyLast(), moving, tmp_path / "roll", [1, 3], context=K, horizon=H, start=2)
+    assert [p.name for p in gifs] == ["episode_0001.gif", "episode_0003.gif"]
+    for gif in gifs:
+        assert gif.with_suffix(".mp4").stat().st_size > 0
+        with Image.open(gif) as im:
+            assert im.n_frames == K + H
+            assert im.size[1] >= 2 * SIZE  # upscaled so it is visible
+        metrics = json.loads(gif.with_suffix(".json").read_text())
+        assert len(metrics["psnr"]) == H and metrics["start"] == 2
+        assert np.allclose(metrics["psnr"], metrics["copy_last_psnr"])
+    with pytest.raises(WorldlineError, match="episode 1 has 12 frames"):
+        write_rollouts(CopyLast(), moving, tmp_path / "bad", [1], context=4, horizon=8, start=2)
+
+
+def test_report_is_self_contained(moving, tmp_path):
+    gifs = write_rollouts(CopyLast(), moving, tmp_path / "elsewhere", [0], context=2, horizon=3)
+    prediction = evaluate_prediction(CopyLast(), moving, context=2, horizon=3, max_windows=4)
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"step": s, "split": "train", "loss": 1.0 / s, "tf_mse": 0.5 / s, "lr": 1e-3, "time": s} for s in range(1, 30)]
+    lines += [{"step": s, "split": "val", "loss": 1.2 / s, "tf_mse": 0.6 / s} for s in (10, 20)]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + '\n{"step": 31, "spl')  # torn last line
+    (run / "config.yaml").write_text("model:\n  type: deterministic\n")
+    tok = {"dataset": {"psnr": 31.5, "ssim": 0.93, "frames_per_s": 800.0}}
+    index = write_report(tmp_path / "report", runs={"world model": run}, prediction=prediction, tokenizer_eval=tok,
+                         rollouts=gifs, title="test <report>", timings={"total": 90.0})
+    page = index.read_text()
+    assert "test &lt;report&gt;" in page and "31.50 dB" in page and "type: deterministic" in page
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert any(r.endswith(".gif") for r in refs) and any(r.endswith(".png") for r in refs)
+    for ref in refs:
+        assert not ref.startswith(("/", "http")), ref
+        assert (index.parent / ref).is_file(), ref
+        assert (index.parent / ref).resolve().is_relative_to(index.parent.resolve())
+    with pytest.raises(WorldlineError, match="not found"):
+        write_report(tmp_path / "r2", rollouts=[tmp_path / "nope.gif"])
