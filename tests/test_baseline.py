@@ -353,3 +353,14 @@ def test_model_latent_store_sets_normalisation_and_matches_frame_loss(tok_dir, t
         from_latents = model.loss(sampler.batch(idx))[0]
         from_frames = model.loss(frames_sampler.batch(idx))[0]
     assert torch.allclose(from_latents, from_frames, rtol=1e-2)
+
+
+def test_video_only_model_takes_empty_actions(tok_dir):
+    model = make_model(tok_dir, ActionSpec()).eval()
+    with torch.no_grad():
+        out = model.rollout(frames(2, 2), torch.zeros(2, 3, 0))
+        assert out.frames.shape == (2, 3, 3, SIZE, SIZE)
+        loss, _ = model.loss({"frames": frames(2, 5), "actions": torch.zeros(2, 5, 0)})
+        assert torch.isfinite(loss)
+    with pytest.raises(WorldlineError, match="takes no actions"):
+        model.rollout(frames(2, 2), torch.zeros(2, 3, 2))

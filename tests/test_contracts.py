@@ -42,9 +42,6 @@ def make_batch(model, batch_size=2, seed=1):
     batch = {"frames": frames}
     if isinstance(model, WorldModel):
         batch["actions"] = torch.rand(batch_size, T, 2, generator=g) * 512
-        if getattr(model, "uses_latents", False):
-            with torch.no_grad():
-                batch["latents"] = model.embed(frames)
     return batch
 
 

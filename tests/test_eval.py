@@ -215,11 +215,13 @@ def test_report_is_self_contained(moving, tmp_path):
     lines += [{"step": s, "split": "val", "loss": 1.2 / s, "tf_mse": 0.6 / s} for s in (10, 20)]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + '\n{"step": 31, "spl')  # torn last line
     (run / "config.yaml").write_text("model:\n  type: deterministic\n")
-    tok = {"dataset": {"psnr": 31.5, "ssim": 0.93, "frames_per_s": 800.0}}
+    tok = {"dataset": {"psnr": 31.5, "ssim": 0.93, "frames_per_s": 800.0},
+           "videos": {"psnr": 29.0, "ssim": 0.9, "per_clip": [{"file": "a.mp4", "psnr": 28.0}, {"file": "b.mp4", "psnr": 30.0}]}}
     index = write_report(tmp_path / "report", runs={"world model": run}, prediction=prediction, tokenizer_eval=tok,
                          rollouts=gifs, title="test <report>", timings={"total": 90.0})
     page = index.read_text()
     assert "test &lt;report&gt;" in page and "31.50 dB" in page and "type: deterministic" in page
+    assert "<td>b.mp4</td>" in page  # per-clip records as a table
     refs = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert any(r.endswith(".gif") for r in refs) and any(r.endswith(".png") for r in refs)
     for ref in refs:

@@ -31,7 +31,7 @@ DEMO_SIZES = {
     # debug trains long enough that the smoke test can check the tokenizer learned something
     "debug": DemoSize(episodes=4, max_steps=40, tokenizer_size="debug", world_model_size="debug", eval_windows=8,
                       rollouts=1, tokenizer_set=("train.steps=60", "train.lr=3e-3")),
-    "small": DemoSize(episodes=60, max_steps=200, tokenizer_size="small", world_model_size="small", eval_windows=256, rollouts=4),
+    "small": DemoSize(episodes=60, max_steps=200, tokenizer_size="small", world_model_size="small", eval_windows=128, rollouts=4),
 }
 WORLD = "pusht"
 POLICY = "expert"  # the scripted pusher moves the block, so the world model sees contacts, not just jitter

@@ -2,7 +2,9 @@
 
 Video is ``(B, T, C, H, W)`` float in [-1, 1] inside models and uint8 on disk. Actions are
 ``(B, T, A)`` float; a discrete action space is one integer-index column (A = 1) that the model
-embeds. Planners, the play server and agents see a world model only through :class:`WorldModel`.
+embeds. ``actions[:, t]`` is the action taken at frame t, which leads to frame t + 1 (the recorder's
+convention, LeRobot's too), so the first action a rollout takes is the one chosen at the last
+context frame. Planners, the play server and agents see a world model only through :class:`WorldModel`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ gets ``actions[K-1 : K-1+H]`` to predict frames ``K .. K+H-1`` and ``actions[:K-
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,7 +33,7 @@ CHUNK = 256  # frames per tokenizer call for the reconstruction ceiling
 
 def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int = 4, horizon: int = 16,
                         episodes: str | Sequence[int] = "val", max_windows: int = 256, batch_size: int = 32,
-                        seed: int = 0, data_cfg=None, progress: bool = False) -> dict[str, Any]:
+                        seed: int = 0, data_cfg=None, progress: bool = True) -> dict[str, Any]:
     """Per-step PSNR/SSIM of ``model`` and its baselines on up to ``max_windows`` windows of the
     ``episodes`` ("val", "train", "all" or a list of indices) of the split in ``data_cfg``."""
     from worldline.data.config import DataConfig
@@ -58,7 +57,7 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
     K, H = context, horizon
     try:
         with torch.no_grad():
-            for b in _progress(range(0, n, batch_size), progress, "prediction"):
+            for b in _progress(range(0, n, batch_size), progress, f"prediction on {n} windows"):
                 batch = sampler.batch(chosen[b : b + batch_size])
                 frames, actions = batch["frames"].to(device), batch["actions"].to(device)
                 ctx, target = frames[:, :K], frames[:, K : K + H]  # (B, K, C, H, W), (B, H, C, H, W)

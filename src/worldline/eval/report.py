@@ -179,11 +179,18 @@ def _rollouts(paths: Sequence[str | os.PathLike], out: Path) -> str:
 
 
 def _tokenizer_tables(tokenizer_eval: dict[str, Any]) -> str:
+    """One metric/value table per evaluated source; lists of records (e.g. per clip) get their own table."""
     parts = []
     for name, res in tokenizer_eval.items():
         flat = _flatten(res) if isinstance(res, dict) else {name: res}
-        rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>" for k, v in flat.items())
+        records = {k: v for k, v in flat.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+        rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>" for k, v in flat.items() if k not in records)
         parts.append(f"<h3>{_e(name)}</h3><table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
+        for key, items in records.items():
+            cols = list(dict.fromkeys(c for item in items for c in item))
+            head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+            body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(item.get(c, '')))}</td>" for c in cols) + "</tr>" for item in items)
+            parts.append(f'<p class="note">{_e(name)}: {_e(key)}</p><table><tr>{head}</tr>{body}</table>')
     return "".join(parts)
 
 

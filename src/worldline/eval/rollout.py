@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from einops import rearrange
 from PIL import Image
 
 from worldline.core.errors import WorldlineError
@@ -54,7 +55,7 @@ def write_rollouts(model, dataset_path: str | os.PathLike, out_dir: str | os.Pat
             rows = slice(first + start, first + start + span)
             real_u8 = np.array(store.arrays["frames"][rows])  # (span, H, W, 3), a copy: torch wants writable memory
             actions = torch.from_numpy(np.asarray(store.arrays["actions"][rows], dtype=np.float32))[None].to(device)
-            real = torch.from_numpy(real_u8).to(device).permute(0, 3, 1, 2)[None].float() / 127.5 - 1  # (1, span, 3, H, W)
+            real = rearrange(torch.from_numpy(real_u8).to(device), "t h w c -> 1 t c h w").float() / 127.5 - 1  # (1, span, 3, H, W)
             with torch.no_grad():
                 pred = model.rollout(real[:, :K], actions[:, K - 1 : K - 1 + H], context_actions=actions[:, : K - 1]).frames
             target = real[:, K:]
