@@ -8,29 +8,19 @@ Weights are freshly initialised: speed does not depend on them. Prints one row p
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from worldline.core.config import build_model, load_preset
 from worldline.train.config import RunConfig
 
+from common import timed
+
 PRESETS = [
     ("tokenizer-continuous", "small"),  # 1x4x4
     ("tokenizer-fsq", "small"),  # 1x8x8
     ("tokenizer-fsq", "small-t4"),  # 4x8x8
 ]
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 @torch.no_grad()
