@@ -157,3 +157,8 @@ class Planner(Protocol):
 def describe(module: Any) -> str:
     n = sum(p.numel() for p in module.parameters()) if isinstance(module, nn.Module) else 0
     return f"{type(module).__name__} ({n / 1e6:.2f}M parameters)"
+
+
+def device_of(module: nn.Module) -> torch.device:
+    """The device a module's parameters live on (CPU for a module without parameters)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))

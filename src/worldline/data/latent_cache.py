@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from worldline.core.contracts import device_of
 from worldline.core.errors import WorldlineError
 from worldline.core.io import atomic_dir, read_json, write_json
 
@@ -138,7 +139,7 @@ def _load(entry: Path, key: str, num_frames: int) -> np.ndarray | None:
 @torch.no_grad()
 def _encode_all(frames: np.ndarray, tokenizer, entry: Path, meta: dict, batch_size: int, progress: bool,
                 device: str | torch.device | None) -> None:
-    home = next((p.device for p in tokenizer.parameters()), torch.device("cpu"))
+    home = device_of(tokenizer)
     device = torch.device(device) if device is not None else home
     was_training = tokenizer.training
     tokenizer.to(device).eval()

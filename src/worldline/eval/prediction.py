@@ -23,6 +23,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from worldline.core.contracts import device_of
 from worldline.core.errors import WorldlineError
 from worldline.eval.metrics import psnr, ssim
 
@@ -49,7 +50,7 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
     chosen = np.sort(rng.choice(len(sampler), size=n, replace=False))
     partner = chosen[_derangement(n, rng)]  # the window whose actions each window gets in the shuffled run
 
-    device = _device(model)
+    device = device_of(model)
     tokenizer = _tokenizer_of(model)
     was_training = model.training
     model.eval()
@@ -212,10 +213,6 @@ def _tokenizer_of(model):
 
     tok = getattr(model, "tokenizer", None)
     return tok if isinstance(tok, Tokenizer) else None
-
-
-def _device(model) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _progress(it, enabled: bool, description: str):

@@ -15,6 +15,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
+from worldline.core.contracts import device_of
 from worldline.core.errors import WorldlineError
 from worldline.core.io import atomic_path, write_json
 from worldline.eval.metrics import psnr, ssim, to_uint8_frames
@@ -40,7 +41,7 @@ def write_rollouts(model, dataset_path: str | os.PathLike, out_dir: str | os.Pat
     ids = episode_ids(ds.num_episodes, list(episodes), data_cfg)
     fps = fps or float(ds.fps)
     out_dir = Path(out_dir)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device_of(model)
     K, H, span = context, horizon, context + horizon
 
     was_training = model.training

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from worldline.core.contracts import device_of
 from worldline.core.errors import WorldlineError
 from worldline.eval import metrics
 
@@ -31,11 +32,6 @@ def _frames_of(item: Any) -> Tensor:
     if isinstance(item, dict) and "frames" in item:
         return item["frames"]
     raise WorldlineError(f"expected a batch dict with 'frames' or a (B, T, C, H, W) tensor, got {type(item).__name__}")
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -62,7 +58,7 @@ def evaluate_tokenizer(
         batches = sampler_or_batches
     was_training = tokenizer.training
     tokenizer.eval()
-    device = _device_of(tokenizer)
+    device = device_of(tokenizer)
     psnrs, ssims, frames, seconds = [], [], 0, 0.0
     try:
         for i, item in enumerate(batches):
