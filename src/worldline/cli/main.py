@@ -284,6 +284,11 @@ def demo(
     run_demo(out, size=size, episodes=episodes, seed=seed, console=console)
 
 
+# ----------------------------------------------------------------------------------------------
+# commands of other areas: each lives in cli/<area>.py and registers itself here (one line each)
+# ----------------------------------------------------------------------------------------------
+
+
 def main() -> None:
     try:
         app()

@@ -145,17 +145,21 @@ def _encode_all(frames: np.ndarray, tokenizer, entry: Path, meta: dict, batch_si
     tokenizer.to(device).eval()
     n = len(frames)
     try:
-        probe = tokenizer.encode(_to_model(frames[:1], device))  # (1, 1, c, h, w)
-        if probe.dim() != 5 or probe.shape[1] != 1:
-            raise WorldlineError(f"the latent cache needs a continuous per-frame tokenizer, encode gave {tuple(probe.shape)}")
+        probe = tokenizer.encode(_to_model(frames[:1], device))  # (1, 1, c, h, w) or ids (1, 1, h, w)
+        discrete = bool(getattr(tokenizer, "discrete", False))
+        if probe.dim() != (4 if discrete else 5) or probe.shape[1] != 1:
+            raise WorldlineError(f"the latent cache needs a per-frame tokenizer, encode gave {tuple(probe.shape)}")
+        if discrete and int(getattr(tokenizer, "vocab_size", 0)) > np.iinfo(np.int16).max:
+            raise WorldlineError(f"token ids up to {tokenizer.vocab_size} do not fit the cache's int16")
+        dtype = np.int16 if discrete else np.float16  # ids are exact in int16; latents lose nothing that matters in float16
         with atomic_dir(entry, overwrite=True) as tmp:
-            out = np.lib.format.open_memmap(tmp / "latents.npy", mode="w+", dtype=np.float16, shape=(n, *probe.shape[2:]))
+            out = np.lib.format.open_memmap(tmp / "latents.npy", mode="w+", dtype=dtype, shape=(n, *probe.shape[2:]))
             for i in _progress(range(0, n, batch_size), progress, f"encoding {n} frames into the latent cache"):
-                z = tokenizer.encode(_to_model(frames[i : i + batch_size], device))  # (b, 1, c, h, w)
-                out[i : i + len(z)] = z[:, 0].float().cpu().numpy().astype(np.float16)
+                z = tokenizer.encode(_to_model(frames[i : i + batch_size], device))  # (b, 1, ...)
+                out[i : i + len(z)] = z[:, 0].cpu().numpy().astype(dtype)
             out.flush()
             del out
-            write_json(tmp / "meta.json", {**meta, "latent_shape": list(probe.shape[2:]), "dtype": "float16"})
+            write_json(tmp / "meta.json", {**meta, "latent_shape": list(probe.shape[2:]), "dtype": np.dtype(dtype).name})
     finally:
         tokenizer.to(home).train(was_training)
 

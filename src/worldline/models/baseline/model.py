@@ -21,21 +21,19 @@ window of K + H frames the first prediction uses ``actions[K - 1]``.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from worldline.core.config import build_model, model_config_from_dict, register_model
-from worldline.core.contracts import Batch, Rollout, State, Tokenizer, WorldModel
+from worldline.core.config import register_model
+from worldline.core.contracts import Batch, Rollout, State
 from worldline.core.errors import WorldlineError
 from worldline.models.baseline.config import DeterministicConfig
 from worldline.models.baseline.network import LatentUNet, stack_context, unpatch
+from worldline.models.latent import LatentWorldModel
 from worldline.nn.embeddings import ActionEmbedding
-
-CHUNK = 256  # frames per tokenizer call, bounding memory on long rollouts and big eval batches
 
 
 @dataclasses.dataclass
@@ -50,29 +48,12 @@ class DeterministicState(State):
 
 
 @register_model("deterministic", DeterministicConfig)
-class DeterministicWorldModel(WorldModel):
-    uses_latents = True  # train/run.py trains on the latent cache instead of frames
-
+class DeterministicWorldModel(LatentWorldModel):
     def __init__(self, config: DeterministicConfig):
-        super().__init__()
-        self.config = config
-        if config.tokenizer is None:
-            config.embed_tokenizer_config()
-        self.tokenizer = _build_tokenizer(config)
-        self.action_spec = config.action_space
-
-        H, W = config.image_size
-        with torch.no_grad():
-            try:
-                probe = self.tokenizer.encode(torch.zeros(1, 1, 3, H, W))  # (1, 1, c, h, w)
-            except (RuntimeError, ValueError) as e:
-                raise WorldlineError(f"the tokenizer cannot encode {H}x{W} frames (model.image_size): {e}") from None
-        self.latent_shape = tuple(probe.shape[2:])  # (c, h, w)
+        super().__init__(config)  # frozen tokenizer, latent_shape, latent normalisation buffers
         c, h, w = self.latent_shape
         if h % config.patch or w % config.patch:
             raise WorldlineError(f"latents of {h}x{w} do not split into model.patch={config.patch} cells")
-        self.register_buffer("latent_mean", torch.zeros(c))  # per-channel statistics of the latent cache
-        self.register_buffer("latent_std", torch.ones(c))
 
         self.action_embed = ActionEmbedding(config.action_space, config.action_dim)
         self.net = LatentUNet(
@@ -92,45 +73,9 @@ class DeterministicWorldModel(WorldModel):
     def window(self) -> int:
         return self.config.context_frames + self.config.train_horizon
 
-    def prepare_for_training(self) -> None:
-        """Load the pretrained tokenizer's weights from ``tokenizer_path`` and keep it frozen."""
-        from worldline.core.pretrained import WEIGHTS_NAME, load_weights
-
-        if not self.config.tokenizer_path:
-            raise WorldlineError("model.tokenizer_path is required to train: a pretrained tokenizer dir")
-        load_weights(self.tokenizer, Path(self.config.tokenizer_path) / WEIGHTS_NAME)
-        self.tokenizer.requires_grad_(False).eval()
-
-    def latent_store(self, frame_store):
-        """Encode every frame once (cached on disk) and set the latent normalisation from it."""
-        from worldline.data.latent_cache import build_latent_store, default_cache_dir, latent_channel_stats
-
-        device = "cuda" if torch.cuda.is_available() else None  # the trainer moves the model later; encode where it is fast
-        store = build_latent_store(frame_store, self.tokenizer, default_cache_dir(frame_store), device=device)
-        mean, std = latent_channel_stats(store)
-        self.set_latent_stats(mean, std)
-        return store
-
-    def set_latent_stats(self, mean: Tensor, std: Tensor) -> None:
-        c = self.latent_shape[0]
-        mean, std = torch.as_tensor(mean).float().reshape(-1), torch.as_tensor(std).float().reshape(-1)
-        if mean.numel() != c or std.numel() != c:
-            raise WorldlineError(f"latent statistics have {mean.numel()} channels, the tokenizer makes {c}")
-        self.latent_mean.copy_(mean)
-        self.latent_std.copy_(std.clamp_min(1e-3))  # a constant channel must not blow up
-
-    def train(self, mode: bool = True) -> "DeterministicWorldModel":
-        super().train(mode)
-        self.tokenizer.eval()  # frozen: no dropout or norm-statistics updates while the predictor trains
-        return self
-
     def loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         K, Hz, R = self.config.context_frames, self.config.train_horizon, self.config.rollout_steps
-        if "latents" in batch:
-            z = self.normalize(batch["latents"].float())  # (B, T, c, h, w)
-        else:
-            with torch.no_grad():
-                z = self._encode(batch["frames"])
+        z = self.batch_latents(batch)  # (B, T, c, h, w) normalised
         B, T = z.shape[:2]
         if T < K + Hz:
             raise WorldlineError(f"batch has {T} frames, the model needs windows of {K + Hz}")
@@ -170,12 +115,6 @@ class DeterministicWorldModel(WorldModel):
         delta = unpatch(self.net(stack_context(z, p), self.action_embed(action)), p)  # (B, c, h, w)
         return z[:, -1] + delta
 
-    def normalize(self, z: Tensor) -> Tensor:
-        return (z - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]
-
-    def denormalize(self, z: Tensor) -> Tensor:
-        return z * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
-
     # ------------------------------------------------------------------------------------------
     # the WorldModel contract
     # ------------------------------------------------------------------------------------------
@@ -185,12 +124,12 @@ class DeterministicWorldModel(WorldModel):
         """State from ``context_frames`` (B, T, 3, H, W). The last K frames are kept; a shorter context
         is padded in front with its first frame (a world that stood still), so play can start from one
         frame. The baseline keeps no action history, and has no text conditioning."""
-        self._check_frames(context_frames, "context_frames")
+        self.check_frames(context_frames, "context_frames")
         if context_actions is not None:
-            self._check_actions(context_actions, context_frames.shape[0], "context_actions")
+            self.check_actions(context_actions, context_frames.shape[0], "context_actions")
         if text is not None and any(t for t in text):
             raise WorldlineError("the deterministic baseline takes no text prompt")
-        z = self._encode(context_frames)  # (B, T, c, h, w)
+        z = self.encode_frames(context_frames)  # (B, T, c, h, w)
         K, T = self.config.context_frames, z.shape[1]
         if T < K:
             z = torch.cat([z[:, :1].expand(-1, K - T, -1, -1, -1), z], dim=1)  # (B, K, c, h, w)
@@ -200,16 +139,14 @@ class DeterministicWorldModel(WorldModel):
         return DeterministicState(z[:, -K:], reference, context_frames[:, -1].float() - reference)
 
     def step(self, state: DeterministicState, action: Tensor) -> tuple[DeterministicState, Tensor]:
-        if action.dim() != 2:
-            raise WorldlineError(f"action must be (B, A), got shape {tuple(action.shape)}")
-        self._check_actions(action[:, None], state.z.shape[0], "action")
+        self.check_action(action, state.z.shape[0])
         nxt = self.predict(state.z, action.float())  # (B, c, h, w)
         state = DeterministicState(torch.cat([state.z[:, 1:], nxt[:, None]], dim=1), state.reference, state.correction)
         return state, self.frames(state, nxt[:, None])[:, 0]
 
     def imagine(self, state: DeterministicState, actions: Tensor) -> Tensor:
         """Normalised latents (B, H, c, h, w) after each of ``actions`` (B, H, A); ``state`` is untouched."""
-        self._check_actions(actions, state.z.shape[0], "actions")
+        self.check_actions(actions, state.z.shape[0], "actions")
         z, out = state.z, []
         for t in range(actions.shape[1]):
             nxt = self.predict(z, actions[:, t].float())
@@ -239,65 +176,3 @@ class DeterministicWorldModel(WorldModel):
         change = (frames - state.reference[:, None]).abs().amax(dim=2, keepdim=True)  # (B, T, 1, H, W)
         gate = torch.exp(-change / self.config.correction_gate)
         return (frames + gate * state.correction[:, None]).clamp(-1, 1)
-
-    def embed(self, frames: Tensor) -> Tensor:
-        """(B, T, 3, H, W) -> normalised latents (B, T, c, h, w), the space imagine() works in."""
-        self._check_frames(frames, "frames")
-        return self._encode(frames)
-
-    def decode(self, z: Tensor) -> Tensor:
-        """Normalised latents (B, T, c, h, w) -> frames (B, T, 3, H, W) in [-1, 1], frame by frame."""
-        if z.dim() != 5 or tuple(z.shape[2:]) != self.latent_shape:
-            raise WorldlineError(f"latents must be (B, T, {', '.join(map(str, self.latent_shape))}), got {tuple(z.shape)}")
-        B, T = z.shape[:2]
-        if B * T == 0:
-            return z.new_zeros(B, T, 3, *self.config.image_size)
-        flat = rearrange(self.denormalize(z), "b t c h w -> (b t) 1 c h w")  # each frame a 1-frame video
-        out = _chunked(self.tokenizer.decode, flat)  # (B*T, 1, 3, H, W)
-        return rearrange(out, "(b t) 1 c h w -> b t c h w", b=B).clamp(-1, 1)  # (B, T, 3, H, W)
-
-    # ------------------------------------------------------------------------------------------
-    # helpers
-    # ------------------------------------------------------------------------------------------
-
-    def _encode(self, frames: Tensor) -> Tensor:
-        """(B, T, 3, H, W) in [-1, 1] -> normalised latents (B, T, c, h, w), every frame on its own."""
-        B = frames.shape[0]
-        flat = rearrange(frames.float(), "b t c h w -> (b t) 1 c h w")  # (B*T, 1, 3, H, W)
-        z = _chunked(self.tokenizer.encode, flat)  # (B*T, 1, c, h, w)
-        return self.normalize(rearrange(z, "(b t) 1 c h w -> b t c h w", b=B))
-
-    def _check_frames(self, frames: Tensor, name: str) -> None:
-        H, W = self.config.image_size
-        if frames.dim() != 5 or frames.shape[2] != 3 or frames.shape[1] < 1 or frames.shape[0] < 1:
-            raise WorldlineError(f"{name} must be (B, T, 3, H, W) with T >= 1, got shape {tuple(frames.shape)}")
-        if tuple(frames.shape[-2:]) != (H, W):
-            raise WorldlineError(f"{name} are {frames.shape[-2]}x{frames.shape[-1]}, this model was trained on {H}x{W}")
-        if not torch.isfinite(frames).all():
-            raise WorldlineError(f"{name} contain NaN or infinite values")
-
-    def _check_actions(self, actions: Tensor, batch: int, name: str) -> None:
-        if actions.dim() != 3 or actions.shape[0] != batch:
-            raise WorldlineError(f"{name} must be (B={batch}, T, A), got shape {tuple(actions.shape)}")
-        if self.action_spec.kind == "none" and actions.shape[-1] != 0:
-            raise WorldlineError(f"{name} have {actions.shape[-1]} columns, this model takes no actions")
-        self.action_spec.check(actions, name)
-
-
-def _chunked(fn, x: Tensor) -> Tensor:
-    """``fn`` over the first axis of ``x`` in chunks of CHUNK items."""
-    return torch.cat([fn(x[i : i + CHUNK]) for i in range(0, x.shape[0], CHUNK)])
-
-
-def _build_tokenizer(config: DeterministicConfig) -> Tokenizer:
-    tok_config = model_config_from_dict(config.tokenizer, where="model.tokenizer")
-    tokenizer = build_model(tok_config)
-    if not isinstance(tokenizer, Tokenizer):
-        raise WorldlineError(f"model.tokenizer is a {type(tokenizer).__name__}, not a tokenizer")
-    if tokenizer.discrete:
-        raise WorldlineError(f"the deterministic baseline needs a continuous tokenizer, got discrete {tok_config.type_name()!r}")
-    ct = tokenizer.compression[0]
-    if ct != 1:
-        raise WorldlineError(f"the deterministic baseline needs a tokenizer with temporal compression 1, "
-                             f"{tok_config.type_name()!r} has {ct}")
-    return tokenizer.requires_grad_(False).eval()
