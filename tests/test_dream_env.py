@@ -1,0 +1,91 @@
+"""DreamEnv: a world model as a gymnasium environment (gymnasium's own checker, seeding, errors)."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from _data_helpers import write_dataset
+from test_contracts import build
+from worldline.agents.dream_env import DreamEnv
+from worldline.core.errors import WorldlineError
+
+H = 64
+
+
+def brightness(obs, action, next_obs) -> float:
+    return float(next_obs.mean() / 255.0)
+
+
+@pytest.fixture(scope="module")
+def world_model():
+    return build("wm-deterministic").eval()
+
+
+@pytest.fixture(scope="module")
+def clips():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (3, 4, H, H, 3), dtype=np.uint8)
+
+
+def test_passes_gymnasium_env_checker(world_model, clips):
+    env = DreamEnv(world_model, clips, reward_fn=brightness, max_steps=5)
+    check_env(env, skip_render_check=True)
+
+
+def test_episode_runs_and_truncates(world_model, clips):
+    env = DreamEnv(world_model, clips, reward_fn=brightness, max_steps=3)
+    obs, info = env.reset(seed=1)
+    assert obs.shape == (H, H, 3) and obs.dtype == np.uint8
+    np.testing.assert_array_equal(obs, clips[info["context"], -1])  # the dream starts from the real last frame
+    for t in range(3):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert obs.shape == (H, H, 3) and 0.0 <= reward <= 1.0 and not terminated
+        assert truncated == (t == 2)
+
+
+def test_seeded_reset_replays_the_same_dream(world_model, clips):
+    env = DreamEnv(world_model, clips, reward_fn=brightness)
+    actions = [np.array([100.0, 400.0], np.float32), np.array([300.0, 50.0], np.float32)]
+    runs = []
+    for _ in range(2):
+        env.reset(seed=7)
+        runs.append([env.step(a)[0] for a in actions])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    before = torch.get_rng_state()
+    env.step(actions[0])
+    assert torch.equal(before, torch.get_rng_state()), "stepping must not disturb the caller's torch RNG"
+
+
+def test_latent_observations(world_model, clips):
+    env = DreamEnv(world_model, clips, reward_fn=brightness, observation="latent")
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape == tuple(world_model.latent_shape)
+    obs, *_ = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+
+
+def test_contexts_from_a_dataset(world_model, tmp_path):
+    write_dataset(tmp_path / "ds", [12, 9], size=H)
+    env = DreamEnv(world_model, tmp_path / "ds", reward_fn=brightness, episodes=[1])
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (H, H, 3)
+
+
+def test_bad_input(world_model, clips, tmp_path):
+    with pytest.raises(WorldlineError, match="no reward head"):
+        DreamEnv(world_model, clips)
+    env = DreamEnv(world_model, clips, reward_fn=brightness)
+    with pytest.raises(WorldlineError, match="before reset"):
+        env.step(np.zeros(2, np.float32))
+    env.reset(seed=0)
+    with pytest.raises(WorldlineError, match="outside the action space"):
+        env.step(np.array([1e4, 0.0], np.float32))
+    with pytest.raises(WorldlineError, match="outside the action space"):
+        env.step(np.zeros(5, np.float32))
+    with pytest.raises(WorldlineError, match="32x32"):
+        DreamEnv(world_model, clips[:, :, :32, :32], reward_fn=brightness)
+    write_dataset(tmp_path / "short", [3], size=H)
+    with pytest.raises(WorldlineError, match="no episode has 4 frames"):
+        DreamEnv(world_model, tmp_path / "short", reward_fn=brightness)
