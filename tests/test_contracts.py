@@ -8,7 +8,7 @@ batch, and rollout length.
 import pytest
 import torch
 
-from worldline.core.config import build_model, list_presets, load_preset, to_dict
+from worldline.core.config import build_model, list_presets, load_preset, lookup_model, to_dict
 from worldline.core.contracts import ActionSpec, Tokenizer, WorldModel
 from worldline.core.errors import WorldlineError
 from worldline.core.pretrained import load_pretrained
@@ -24,7 +24,9 @@ def debug_config(preset):
     if hasattr(cfg, "action_space"):
         cfg.action_space = ACTIONS
     if hasattr(cfg, "tokenizer") and cfg.tokenizer is None:
-        cfg.tokenizer = to_dict(RunConfig.from_dict(load_preset("tokenizer-continuous", "debug")).model)
+        _, model_cls = lookup_model(cfg.type_name())
+        tokenizer = "tokenizer-fsq" if getattr(model_cls, "discrete_tokenizer", False) else "tokenizer-continuous"
+        cfg.tokenizer = to_dict(RunConfig.from_dict(load_preset(tokenizer, "debug")).model)
     if hasattr(cfg, "image_size"):
         cfg.image_size = (H, W)
     return cfg
@@ -50,9 +52,14 @@ def preset(request):
     return request.param
 
 
+def is_encoder(model):
+    """A representation learner (e.g. JEPA encoder pretraining): trains on frames, embeds them, no decoder."""
+    return not isinstance(model, (Tokenizer, WorldModel)) and callable(getattr(model, "embed", None))
+
+
 def test_preset_builds_a_contract_model(preset):
     model = build(preset)
-    assert isinstance(model, (Tokenizer, WorldModel)), type(model)
+    assert isinstance(model, (Tokenizer, WorldModel)) or is_encoder(model), type(model)
     assert model.window() >= 1
 
 
@@ -68,6 +75,9 @@ def test_shapes(preset):
             assert z.shape[-2:] == (H // ch, W // cw)
             assert z.dtype == (torch.int64 if model.discrete else torch.float32)
             assert model.decode(z).shape == frames.shape
+        elif is_encoder(model):
+            z = model.embed(frames)
+            assert z.shape[:2] == frames.shape[:2] and torch.isfinite(z).all()
         else:
             K = 2
             state = model.init_state(frames[:, :K], batch["actions"][:, :K])

@@ -287,6 +287,7 @@ def demo(
 # ----------------------------------------------------------------------------------------------
 # commands of other areas: each lives in cli/<area>.py and registers itself here (one line each)
 # ----------------------------------------------------------------------------------------------
+from worldline.cli import plan as _plan; _plan.register(app)  # noqa: E402,E702
 from worldline.cli import play as _play; _play.register(app)  # noqa: E402,E702
 from worldline.cli import curate as _curate; _curate.register(app)  # noqa: E402,E702
 

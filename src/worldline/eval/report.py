@@ -49,8 +49,11 @@ pre { background: #fff; border: 1px solid #dde1e7; border-radius: 6px; padding: 
 def write_report(out_dir: str | os.PathLike, *, runs: dict[str, str | os.PathLike] | None = None,
                  prediction: dict[str, Any] | None = None, tokenizer_eval: dict[str, Any] | None = None,
                  rollouts: Sequence[str | os.PathLike] = (), title: str = "worldline report",
-                 timings: dict[str, float] | None = None) -> Path:
-    """Write ``out_dir/index.html`` (and its figures) from training runs and evaluation results."""
+                 timings: dict[str, float] | None = None, sections: Sequence[tuple[str, str]] = ()) -> Path:
+    """Write ``out_dir/index.html`` (and its figures) from training runs and evaluation results.
+
+    ``sections``: extra (title, html) pairs from other areas (e.g. planning), placed before Training;
+    their html refers to files inside ``out_dir`` by relative paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
@@ -76,6 +79,9 @@ def write_report(out_dir: str | os.PathLike, *, runs: dict[str, str | os.PathLik
     if tokenizer_eval:
         parts.append("<h2>Tokenizer</h2>")
         parts.append(_tokenizer_tables(tokenizer_eval))
+    for heading, body in sections:
+        parts.append(f"<h2>{_e(heading)}</h2>")
+        parts.append(body)
     if runs:
         parts.append("<h2>Training</h2>")
         for name, run_dir in runs.items():

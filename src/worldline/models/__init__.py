@@ -1,3 +1,4 @@
 """World-model families, one sub-package each. Importing this package registers them."""
 
 from worldline.models import baseline  # noqa: F401  (type "deterministic")
+from worldline.models import jepa  # noqa: F401  (types "jepa_encoder", "jepa")

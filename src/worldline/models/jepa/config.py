@@ -1,0 +1,130 @@
+"""Configs of the JEPA family: the V-JEPA encoder pretraining run and the V-JEPA 2-AC world model."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from worldline.core.config import ModelConfig, from_dict, to_dict
+from worldline.core.contracts import ActionSpec
+from worldline.core.errors import WorldlineError
+
+
+@dataclasses.dataclass
+class JEPAEncoderConfig(ModelConfig):
+    """V-JEPA masked latent prediction: a ViT context encoder, its EMA target and a narrow predictor."""
+
+    image_size: tuple[int, int] = (64, 64)  # (H, W) trained at; RoPE has no learned positions, so any size divisible by the patch works later
+    frames: int = 4  # clip length per training window; tubes span it, so the encoder learns motion, not only stills
+    tubelet: int = 1  # frames per patch in time; 1 keeps per-frame embeddings exact for the action-conditioned predictor
+    patch: int = 8  # pixels per patch side: 64x64 frames give an 8x8 grid
+    dim: int = 128  # encoder width = embedding size the planners compare
+    depth: int = 4
+    heads: int = 4  # head_dim 32 splits into 3D RoPE parts (t 12, h 10, w 10)
+    mlp_ratio: float = 4.0
+    pred_dim: int = 64  # the masked predictor is narrower than the encoder (V-JEPA: 384 vs 1024): it must not do the encoder's job
+    pred_depth: int = 2
+    pred_heads: int = 4
+    mask_ratio: float = 0.75  # fraction of the spatial grid hidden from the context encoder (V-JEPA hides ~90% of a 16x16 grid; an 8x8 grid needs more context)
+    mask_scale: tuple[float, float] = (0.1, 0.3)  # area of each masked block as a fraction of the grid; several blocks are unioned up to mask_ratio
+    mask_aspect: tuple[float, float] = (0.5, 2.0)  # height/width range of a block
+    ema_start: float = 0.996  # target momentum at step 0 (BYOL/I-JEPA schedule) ...
+    ema_end: float = 1.0  # ... rising linearly to this at ema_steps
+    ema_steps: int = 2000  # updates over which the momentum rises; set near train.steps
+
+    def __post_init__(self):
+        H, W = self.image_size
+        if H % self.patch or W % self.patch:
+            raise ValueError(f"image_size must be divisible by the patch, got {self.image_size=} {self.patch=}")
+        if self.frames % self.tubelet:
+            raise ValueError(f"frames must be a multiple of the tubelet, got {self.frames=} {self.tubelet=}")
+        if self.dim % self.heads or (self.dim // self.heads) % 2 or self.dim // self.heads < 6:
+            raise ValueError(f"dim/heads must be an even head size >= 6 for 3D RoPE, got {self.dim=} {self.heads=}")
+        if self.pred_dim % self.pred_heads or (self.pred_dim // self.pred_heads) % 2:
+            raise ValueError(f"pred_dim/pred_heads must be an even head size, got {self.pred_dim=} {self.pred_heads=}")
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio=}")
+        if not 0 < self.mask_scale[0] <= self.mask_scale[1] <= 1:
+            raise ValueError(f"mask_scale must be 0 < lo <= hi <= 1, got {self.mask_scale=}")
+        if not 0 < self.mask_aspect[0] <= self.mask_aspect[1]:
+            raise ValueError(f"mask_aspect must be 0 < lo <= hi, got {self.mask_aspect=}")
+        if not 0 <= self.ema_start <= self.ema_end <= 1:
+            raise ValueError(f"need 0 <= ema_start <= ema_end <= 1, got {self.ema_start=} {self.ema_end=}")
+        if self.ema_steps < 1:
+            raise ValueError(f"ema_steps must be >= 1, got {self.ema_steps=}")
+
+    def bind_dataset(self, info: dict[str, Any], stats: dict[str, Any]) -> None:
+        """Train at the dataset's resolution (actions are not needed)."""
+        from worldline.models.latent import image_size_of
+
+        self.image_size = image_size_of(info)
+
+
+@dataclasses.dataclass
+class JEPAConfig(ModelConfig):
+    """V-JEPA 2-AC: a block-causal predictor over per-frame embeddings of a frozen JEPA encoder."""
+
+    encoder_path: str = ""  # pretrained jepa_encoder dir (a run's final/); its EMA target encoder is loaded and frozen
+    encoder: dict[str, Any] | None = None  # that encoder's config, copied in by bind_dataset so a checkpoint is self-contained
+    action_space: ActionSpec = dataclasses.field(default_factory=ActionSpec)  # the env's, copied from the dataset
+    image_size: tuple[int, int] = (64, 64)  # (H, W) of the frames; set from the dataset
+    grid: int = 4  # embeddings are average-pooled to grid x grid tokens per frame: fewer tokens make planning fast enough on a CPU
+    frameskip: int = 1  # env steps per model step; a model action is the frameskip env actions concatenated (DINO-WM uses 5 on PushT)
+    context_frames: int = 2  # model steps of history the predictor attends to (velocity needs 2)
+    train_horizon: int = 3  # predicted model steps per training window (window = context_frames + train_horizon model steps)
+    rollout_steps: int = 2  # steps fed back on the predictor's own outputs in the rollout loss (V-JEPA 2-AC uses 2)
+    rollout_weight: float = 1.0  # weight of the rollout loss next to teacher forcing
+    dim: int = 128  # predictor width
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    probe: bool = True  # train a pixel probe on the frozen embeddings, for viewing only (no gradient reaches the predictor)
+    probe_width: int = 32  # channels of the probe's upsampling convolutions
+    probe_weight: float = 1.0  # the probe's loss is added to the total but touches only probe weights
+
+    def __post_init__(self):
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ValueError(f"image_size must be (H, W), got {self.image_size=}")
+        if self.grid < 1:
+            raise ValueError(f"grid must be >= 1, got {self.grid=}")
+        if self.frameskip < 1 or self.context_frames < 1 or self.train_horizon < 1:
+            raise ValueError(f"frameskip, context_frames and train_horizon must be >= 1, got {self.frameskip=} "
+                             f"{self.context_frames=} {self.train_horizon=}")
+        if not 0 <= self.rollout_steps <= self.train_horizon:
+            raise ValueError(f"rollout_steps must be in 0..train_horizon, got {self.rollout_steps=} {self.train_horizon=}")
+        if self.dim % self.heads or (self.dim // self.heads) % 2 or self.dim // self.heads < 6:
+            raise ValueError(f"dim/heads must be an even head size >= 6 for 3D RoPE, got {self.dim=} {self.heads=}")
+        if self.frameskip > 1 and self.action_space.kind == "discrete":
+            raise ValueError(f"frameskip > 1 needs continuous actions, got {self.frameskip=} with discrete actions")
+
+    def bind_dataset(self, info: dict[str, Any], stats: dict[str, Any]) -> None:
+        """Fill the action space and image size from ``meta/info.json`` and embed the encoder config."""
+        from worldline.models.latent import image_size_of
+
+        where = "meta/info.json"
+        try:
+            space = info["worldline"]["action_space"]
+        except (KeyError, TypeError):
+            raise WorldlineError(f"{where} has no worldline.action_space (not a worldline dataset?)") from None
+        self.action_space = from_dict(ActionSpec, space, where=f"{where}: worldline.action_space")
+        if self.frameskip > 1 and self.action_space.kind == "discrete":
+            raise WorldlineError(f"model.frameskip={self.frameskip} needs continuous actions, the dataset's are discrete")
+        self.image_size = image_size_of(info, where)
+        self.embed_encoder_config()
+
+    def embed_encoder_config(self) -> None:
+        """Copy the config of the encoder at ``encoder_path`` into ``encoder``."""
+        from worldline.core.pretrained import read_pretrained_config
+
+        if not self.encoder_path:
+            if self.encoder is None:
+                raise WorldlineError("model.encoder_path is required: a pretrained jepa_encoder dir (e.g. runs/jepa-encoder/final)")
+            return
+        path = Path(self.encoder_path)
+        if not path.is_dir():
+            raise WorldlineError(f"model.encoder_path: no such encoder directory: {path}")
+        cfg = read_pretrained_config(path)
+        if not isinstance(cfg, JEPAEncoderConfig):
+            raise WorldlineError(f"model.encoder_path: {path} holds a {type(cfg).type_name()!r} model, not a jepa_encoder")
+        self.encoder = to_dict(cfg)

@@ -1,0 +1,323 @@
+"""The action-conditioned JEPA world model (V-JEPA 2-AC), registered as model type ``jepa``.
+
+A frozen pretrained JEPA encoder turns each frame into a grid of embeddings; the block-causal
+predictor (predictor.py) learns how they change under actions, with teacher forcing plus a rollout
+loss on its own outputs fed back (Assran et al. 2025). There is no pixel decoder: planners compare
+embeddings, and the optional pixel probe (probe.py) only renders what a rollout looks like.
+
+Time: one model step is ``frameskip`` env steps; a model action is those env actions concatenated
+(oldest first), so ``action_spec`` is the env's box repeated ``frameskip`` times. ``actions[:, t]``
+leads from model step t to t + 1 (the contract's convention).
+
+Training runs on a cache of per-frame embeddings (``latent_store``), so the frozen encoder runs once
+per frame, not once per step; the frames stay in the store for the probe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from worldline.core.config import model_config_from_dict, register_model
+from worldline.core.contracts import ActionSpec, Batch, Rollout, State, WorldModel
+from worldline.core.errors import WorldlineError
+from worldline.models.jepa.config import JEPAConfig, JEPAEncoderConfig
+from worldline.models.jepa.encoder import VisionEncoder
+from worldline.models.jepa.predictor import ACPredictor
+from worldline.models.jepa.probe import PixelProbe
+from worldline.nn.embeddings import ActionEmbedding
+
+CHUNK = 256  # frames per encoder call
+
+
+@dataclasses.dataclass
+class JEPAState(State):
+    z: Tensor  # (B, T, N, D) embeddings of the last T <= context_frames model steps, oldest first
+    actions: Tensor  # (B, T - 1, A) the actions between them
+
+    def clone(self) -> "JEPAState":
+        return JEPAState(self.z.clone(), self.actions.clone())
+
+
+@dataclasses.dataclass
+class _FrameCodeKey:
+    """What the embedding cache depends on besides the weights (its fingerprint hashes this)."""
+
+    encoder: dict
+    grid: int
+
+
+class _FrameCoder(nn.Module):
+    """The frozen encoder seen as a per-frame tokenizer, for data.latent_cache: (n, 1, 3, H, W) -> (n, 1, D, g, g)."""
+
+    discrete = False
+
+    def __init__(self, model: "JEPAWorldModel"):
+        super().__init__()
+        self.encoder = model.encoder
+        self.tubelet, self.grid = model.encoder_config.tubelet, model.config.grid
+        self.config = _FrameCodeKey(model.config.encoder, model.config.grid)
+
+    @torch.no_grad()
+    def encode(self, frames: Tensor) -> Tensor:
+        return self.encoder.encode_frames(frames, self.tubelet, self.grid)
+
+
+@register_model("jepa", JEPAConfig)
+class JEPAWorldModel(WorldModel):
+    uses_latents = True  # train/run.py calls latent_store: embeddings are computed once per frame
+
+    def __init__(self, config: JEPAConfig):
+        super().__init__()
+        self.config = config
+        if config.encoder is None:
+            config.embed_encoder_config()
+        enc = model_config_from_dict(config.encoder, where="model.encoder")
+        if not isinstance(enc, JEPAEncoderConfig):
+            raise WorldlineError(f"model.encoder is a {type(enc).type_name()!r} config, not a jepa_encoder")
+        self.encoder_config = enc
+        H, W = config.image_size
+        if H % enc.patch or W % enc.patch:
+            raise WorldlineError(f"frames of {H}x{W} (model.image_size) do not split into the encoder's {enc.patch}-pixel patches")
+        if config.grid > min(H, W) // enc.patch:
+            raise WorldlineError(f"model.grid={config.grid} is finer than the encoder's patch grid {H // enc.patch}x{W // enc.patch}")
+        self.encoder = VisionEncoder(enc.dim, enc.depth, enc.heads, enc.mlp_ratio, enc.patch, enc.tubelet)
+        self.encoder.requires_grad_(False).eval()
+
+        spec, k = config.action_space, config.frameskip
+        self.action_spec = spec if k == 1 else ActionSpec(
+            kind="continuous", dim=spec.dim * k,
+            low=None if spec.low is None else list(spec.low) * k, high=None if spec.high is None else list(spec.high) * k)
+        self.action_embed = ActionEmbedding(spec, config.dim)
+        self.action_merge = nn.Linear(k * config.dim, config.dim) if k > 1 else nn.Identity()
+        self.predictor = ACPredictor(enc.dim, config.dim, config.depth, config.heads, config.mlp_ratio, config.grid)
+        self.probe = PixelProbe(enc.dim, config.grid, config.image_size, config.probe_width) if config.probe else None
+        # Per-channel statistics of the training embeddings (set by latent_store, saved with the weights):
+        # a JEPA encoder's features vary little around a large constant part, so the predictor, the
+        # probe and the planners' costs work on standardised embeddings.
+        self.register_buffer("embed_mean", torch.zeros(enc.dim))
+        self.register_buffer("embed_std", torch.ones(enc.dim))
+
+    # ------------------------------------------------------------------------------------------
+    # training hooks (train/run.py)
+    # ------------------------------------------------------------------------------------------
+
+    def prepare_for_training(self) -> None:
+        """Load the pretrained encoder's EMA target weights from ``encoder_path`` and keep them frozen."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from worldline.core.pretrained import WEIGHTS_NAME
+
+        if not self.config.encoder_path:
+            raise WorldlineError("model.encoder_path is required to train: a pretrained jepa_encoder dir")
+        path = Path(self.config.encoder_path) / WEIGHTS_NAME
+        if not path.is_file():
+            raise WorldlineError(f"missing weights file: {path}")
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WorldlineError(f"{path}: unreadable safetensors file ({e})") from None
+        target = {k[len("target."):]: v for k, v in state.items() if k.startswith("target.")}
+        missing, unexpected = self.encoder.load_state_dict(target, strict=False)
+        if missing or unexpected or not target:
+            raise WorldlineError(f"{path} does not hold a matching jepa_encoder target (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.encoder.requires_grad_(False).eval()
+
+    def latent_store(self, frame_store):
+        """Embed every frame once (cached on disk); the frames stay for the probe."""
+        from worldline.data.latent_cache import build_latent_store, default_cache_dir
+
+        device = "cuda" if torch.cuda.is_available() else None
+        store = build_latent_store(frame_store, _FrameCoder(self), default_cache_dir(frame_store), device=device)
+        from worldline.data.latent_cache import latent_channel_stats
+
+        mean, std = latent_channel_stats(store)
+        self.embed_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.embed_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-4))
+        if self.probe is not None:
+            store.arrays["frames"] = frame_store.arrays["frames"]
+        return store
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """Raw encoder embeddings (..., D) -> standardised per channel."""
+        return (z - self.embed_mean) / self.embed_std
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def window(self) -> int:
+        c = self.config
+        return (c.context_frames + c.train_horizon - 1) * c.frameskip + 1
+
+    def loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        c = self.config
+        K, Hz, R, k = c.context_frames, c.train_horizon, c.rollout_steps, c.frameskip
+        M = K + Hz
+        if "latents" in batch:
+            z = self.normalize(rearrange(batch["latents"].float(), "b t d h w -> b t (h w) d"))  # (B, T, N, D)
+        else:
+            z = self.encode(batch["frames"])
+        if z.shape[1] < (M - 1) * k + 1:
+            raise WorldlineError(f"batch has {z.shape[1]} frames, the model needs windows of {(M - 1) * k + 1}")
+        z = z[:, : (M - 1) * k + 1 : k]  # (B, M, N, D): one embedding per model step
+        actions = rearrange(batch["actions"][:, : (M - 1) * k].float(), "b (m k) a -> b m (k a)", k=k)  # (B, M-1, k*A)
+        a = self.embed_actions(actions)  # (B, M-1, dim)
+
+        # Teacher forcing: every step predicted from the true embeddings before it, in one pass.
+        pred = self.predictor(z[:, : M - 1], a)  # (B, M-1, N, D) ~ z[:, 1:]
+        tf = (pred - z[:, 1:]).abs().mean()
+        loss = tf
+        logs = {"tf_l1": tf.item(), "copy_l1": (z[:, :-1] - z[:, 1:]).abs().mean().item()}
+
+        # Rollout: from K true steps, the predictor's outputs are fed back for R steps.
+        if R >= 1:
+            hz, ha, steps = z[:, :K], a[:, :K], []
+            for s in range(R):
+                nxt = self.predictor(hz[:, -K:], ha[:, -K:])[:, -1]  # (B, N, D)
+                steps.append(nxt)
+                hz = torch.cat([hz, nxt[:, None]], dim=1)
+                ha = torch.cat([ha, a[:, K + s : K + s + 1]], dim=1)
+            roll = (torch.stack(steps, dim=1) - z[:, K : K + R]).abs().mean()
+            loss = loss + c.rollout_weight * roll
+            logs["rollout_l1"] = roll.item()
+
+        # Probe: pixels of the last step's frame from its (detached) true embedding.
+        if self.probe is not None and "frames" in batch:
+            frame = batch["frames"][:, (M - 1) * k].float()  # (B, 3, H, W)
+            probe = F.mse_loss(self.probe_frames(z[:, -1].detach()), frame)
+            loss = loss + c.probe_weight * probe
+            logs["probe_mse"] = probe.item()
+        return loss, logs
+
+    # ------------------------------------------------------------------------------------------
+    # embeddings, actions, probe
+    # ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, frames: Tensor) -> Tensor:
+        """(B, T, 3, H, W) -> standardised per-frame embeddings (B, T, N, D), N = grid * grid."""
+        B = frames.shape[0]
+        flat = rearrange(frames.float(), "b t c h w -> (b t) 1 c h w")  # (B*T, 1, 3, H, W)
+        parts = [self.encoder.encode_frames(flat[i : i + CHUNK], self.encoder_config.tubelet, self.config.grid)
+                 for i in range(0, flat.shape[0], CHUNK)]
+        z = torch.cat(parts)[:, 0]  # (B*T, D, g, g)
+        return self.normalize(rearrange(z, "(b t) d h w -> b t (h w) d", b=B))  # (B, T, N, D) standardised
+
+    def embed_actions(self, actions: Tensor) -> Tensor:
+        """Model actions (..., k*A) -> (..., dim): each env action embedded, then merged."""
+        k = self.config.frameskip
+        e = self.action_embed(rearrange(actions, "... (k a) -> ... k a", k=k))  # (..., k, dim)
+        return self.action_merge(rearrange(e, "... k d -> ... (k d)"))  # (..., dim)
+
+    def probe_frames(self, z: Tensor) -> Tensor:
+        """(B, N, D) embeddings -> (B, 3, H, W) probe pictures."""
+        g = self.config.grid
+        return self.probe(rearrange(z, "b (h w) d -> b d h w", h=g, w=g))
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(B, T, N, D) embeddings -> probe frames (B, T, 3, H, W) in [-1, 1]; only with a probe."""
+        if self.probe is None:
+            raise WorldlineError("this JEPA model has no pixel probe (model.probe=false), so it cannot show frames")
+        N, D = self.config.grid**2, self.encoder_config.dim
+        if z.dim() != 4 or tuple(z.shape[2:]) != (N, D):
+            raise WorldlineError(f"embeddings must be (B, T, {N}, {D}), got {tuple(z.shape)}")
+        B = z.shape[0]
+        frames = self.probe_frames(rearrange(z, "b t n d -> (b t) n d"))
+        return rearrange(frames, "(b t) c h w -> b t c h w", b=B).clamp(-1, 1)
+
+    # ------------------------------------------------------------------------------------------
+    # the WorldModel contract
+    # ------------------------------------------------------------------------------------------
+
+    def embed(self, frames: Tensor) -> Tensor:
+        """(B, T, 3, H, W) -> embeddings (B, T, N, D), the space :meth:`imagine` predicts in."""
+        self.check_frames(frames, "frames")
+        return self.encode(frames)
+
+    def init_state(self, context_frames: Tensor, context_actions: Tensor | None = None,
+                   text: list[str] | None = None) -> JEPAState:
+        """State from ``context_frames`` (B, T, 3, H, W), one per model step, and the T - 1 model actions
+        between them. Without ``context_actions`` only the last frame is kept (its history is unknown)."""
+        self.check_frames(context_frames, "context_frames")
+        if text is not None and any(t for t in text):
+            raise WorldlineError("the jepa world model takes no text prompt")
+        B, T = context_frames.shape[:2]
+        K = self.config.context_frames
+        if context_actions is None or T == 1:
+            frames, actions = context_frames[:, -1:], context_frames.new_zeros(B, 0, self.action_spec.dim)
+        else:
+            self.check_actions(context_actions, B, "context_actions")
+            if context_actions.shape[1] not in (T - 1, T):
+                raise WorldlineError(f"context_actions must have {T - 1} steps (between the {T} frames), got {context_actions.shape[1]}")
+            frames, actions = context_frames, context_actions[:, : T - 1].float()
+        frames = frames[:, -K:]
+        actions = actions[:, actions.shape[1] - (frames.shape[1] - 1) :]  # the T - 1 actions between the kept frames
+        return JEPAState(self.encode(frames), actions)
+
+    def predict_next(self, z: Tensor, actions: Tensor) -> Tensor:
+        """Next embeddings (B, N, D) from the last K steps ``z`` (B, T, N, D) and their actions (B, T, A),
+        the last of which is the action being taken."""
+        K = self.config.context_frames
+        return self.predictor(z[:, -K:], self.embed_actions(actions[:, -K:]))[:, -1]
+
+    def imagine(self, state: JEPAState, actions: Tensor) -> Tensor:
+        """Embeddings (B, H, N, D) after each of ``actions`` (B, H, A); ``state`` is untouched.
+        Differentiable in ``actions`` (the gradient planner relies on it)."""
+        self.check_actions(actions, state.z.shape[0], "actions")
+        z, hist, out = state.z, state.actions, []
+        K = self.config.context_frames
+        for t in range(actions.shape[1]):
+            hist = torch.cat([hist, actions[:, t : t + 1].float()], dim=1)[:, -K:]
+            nxt = self.predict_next(z, hist)
+            out.append(nxt)
+            z = torch.cat([z, nxt[:, None]], dim=1)[:, -K:]
+        if not out:
+            return state.z.new_zeros(state.z.shape[0], 0, *state.z.shape[2:])
+        return torch.stack(out, dim=1)
+
+    def step(self, state: JEPAState, action: Tensor) -> tuple[JEPAState, Tensor]:
+        """One model step; the frame is the probe's picture of the predicted embeddings."""
+        if action.dim() != 2:
+            raise WorldlineError(f"action must be (B, A), got shape {tuple(action.shape)}")
+        nxt = self.imagine(state, action[:, None])  # (B, 1, N, D)
+        K = self.config.context_frames
+        z = torch.cat([state.z, nxt], dim=1)[:, -K:]
+        actions = torch.cat([state.actions, action[:, None].float()], dim=1)
+        actions = actions[:, actions.shape[1] - (z.shape[1] - 1) :]  # the actions between the kept steps
+        return JEPAState(z, actions), self.decode(nxt)[:, 0]
+
+    def rollout(self, context_frames: Tensor, actions: Tensor, text: list[str] | None = None,
+                context_actions: Tensor | None = None) -> Rollout:
+        state = self.init_state(context_frames, context_actions, text)
+        z = self.imagine(state, actions)
+        return Rollout(frames=self.decode(z), latents=z)
+
+    # ------------------------------------------------------------------------------------------
+    # input checks
+    # ------------------------------------------------------------------------------------------
+
+    def check_frames(self, frames: Tensor, name: str) -> None:
+        H, W = self.config.image_size
+        if frames.dim() != 5 or frames.shape[2] != 3 or frames.shape[1] < 1 or frames.shape[0] < 1:
+            raise WorldlineError(f"{name} must be (B, T, 3, H, W) with T >= 1, got shape {tuple(frames.shape)}")
+        if tuple(frames.shape[-2:]) != (H, W):
+            raise WorldlineError(f"{name} are {frames.shape[-2]}x{frames.shape[-1]}, this model was trained on {H}x{W}")
+        if not torch.isfinite(frames).all():
+            raise WorldlineError(f"{name} contain NaN or infinite values")
+
+    def check_actions(self, actions: Tensor, batch: int, name: str) -> None:
+        if actions.dim() != 3 or actions.shape[0] != batch:
+            raise WorldlineError(f"{name} must be (B={batch}, T, A), got shape {tuple(actions.shape)}")
+        if self.action_spec.kind == "none":
+            if actions.shape[-1] != 0:
+                raise WorldlineError(f"{name} have {actions.shape[-1]} columns, this model takes no actions")
+            return
+        self.action_spec.check(actions.detach(), name)

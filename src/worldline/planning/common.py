@@ -1,0 +1,99 @@
+"""What every planner shares: the action box in normalised units, and batching a model's state."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from worldline.core.contracts import ActionSpec, State
+from worldline.core.errors import WorldlineError
+
+
+class ActionBox:
+    """Continuous actions are searched in normalised units u in [-1, 1]^A and mapped to the env's box
+    (unbounded dimensions are taken as [-1, 1]); discrete ones are indices 0..n-1."""
+
+    def __init__(self, spec: ActionSpec):
+        if spec.kind == "none":
+            raise WorldlineError("this world model takes no actions, so there is nothing to plan")
+        self.spec = spec
+        self.discrete = spec.kind == "discrete"
+        self.dim = spec.dim
+        self.n = spec.n
+        if not self.discrete:
+            low = torch.tensor([-1.0 if x is None else float(x) for x in (spec.low or [None] * spec.dim)])
+            high = torch.tensor([1.0 if x is None else float(x) for x in (spec.high or [None] * spec.dim)])
+            bad = ~(torch.isfinite(low) & torch.isfinite(high) & (high > low))
+            low, high = torch.where(bad, -torch.ones_like(low), low), torch.where(bad, torch.ones_like(high), high)
+            self.center, self.half = (high + low) / 2, (high - low) / 2
+
+    def to_env(self, u: Tensor) -> Tensor:
+        """Normalised (..., A) -> env units (discrete: indices pass through as floats)."""
+        if self.discrete:
+            return u.float()
+        return self.center.to(u) + self.half.to(u) * u.clamp(-1, 1)
+
+    def to_unit(self, a: Tensor) -> Tensor:
+        if self.discrete:
+            return a.float()
+        return ((a - self.center.to(a)) / self.half.to(a)).clamp(-1, 1)
+
+
+def _fields(state: State) -> dict:
+    if not dataclasses.is_dataclass(state):
+        raise WorldlineError(f"{type(state).__name__} is not a dataclass, so planners cannot batch it")
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+
+
+def expand_state(state: State, n: int) -> State:
+    """A batch-1 state repeated ``n`` times along the batch axis (views, no copies), for scoring
+    ``n`` candidate action sequences in one ``imagine`` call. States may provide ``expand(n)``."""
+    if hasattr(state, "expand"):
+        return state.expand(n)
+    out = {}
+    for name, value in _fields(state).items():
+        if isinstance(value, Tensor):
+            if value.shape[0] != 1:
+                raise WorldlineError(f"expand_state needs a batch-1 state, {name} has batch {value.shape[0]}")
+            value = value.expand(n, *value.shape[1:])
+        out[name] = value
+    return type(state)(**out)
+
+
+def select_state(state: State, i: int) -> State:
+    """Element ``i`` of a batched state, as a batch-1 state."""
+    return type(state)(**{k: v[i : i + 1] if isinstance(v, Tensor) else v for k, v in _fields(state).items()})
+
+
+def state_batch(state: State) -> int:
+    for value in _fields(state).values():
+        if isinstance(value, Tensor):
+            return value.shape[0]
+    raise WorldlineError(f"{type(state).__name__} holds no tensor")
+
+
+def check_goal(goal_z: Tensor, batch: int) -> Tensor:
+    if goal_z.shape[0] not in (1, batch):
+        raise WorldlineError(f"goal_z has batch {goal_z.shape[0]}, the state has {batch}")
+    return goal_z
+
+
+def per_item(planner, world_model, state: State, goal_z: Tensor, horizon: int, init: Tensor | None) -> Tensor | None:
+    """Plan each element of a batched state on its own; None when the batch is 1."""
+    B = state_batch(state)
+    if B == 1:
+        return None
+    check_goal(goal_z, B)
+    plans = []
+    for i in range(B):
+        g = goal_z[i : i + 1] if goal_z.shape[0] == B else goal_z
+        plans.append(planner.plan(world_model, select_state(state, i), g, horizon, None if init is None else init[i : i + 1]))
+    return torch.cat(plans)
+
+
+def check_horizon(horizon: int) -> int:
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise WorldlineError(f"planning horizon must be an integer >= 1, got {horizon!r}")
+    return horizon

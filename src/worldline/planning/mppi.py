@@ -1,0 +1,55 @@
+"""Model-predictive path integral control (Williams et al. 2017): Gaussian perturbations of the
+current plan, averaged with weights exp(-cost / temperature). Costs are rescaled to [0, 1] per
+iteration, so one temperature works whatever the scale of the embedding distance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from worldline.core.errors import WorldlineError
+from worldline.planning.common import ActionBox, check_goal, check_horizon, expand_state, per_item
+from worldline.planning.objectives import GoalCost
+
+
+@dataclasses.dataclass
+class MPPI:
+    samples: int = 256
+    iterations: int = 4
+    noise_std: float = 0.4  # perturbation std in normalised units
+    temperature: float = 0.05  # on costs rescaled to [0, 1]: lower is greedier
+    decay: float = 0.7  # noise std shrinks by this factor each iteration
+    cost: GoalCost = dataclasses.field(default_factory=GoalCost)
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.samples < 2 or self.iterations < 1:
+            raise ValueError(f"MPPI needs samples >= 2 and iterations >= 1, got {self.samples=} {self.iterations=}")
+        if self.temperature <= 0 or self.noise_std <= 0:
+            raise ValueError(f"temperature and noise_std must be > 0, got {self.temperature=} {self.noise_std=}")
+
+    @torch.no_grad()
+    def plan(self, world_model, state, goal_z: Tensor, horizon: int, init: Tensor | None = None) -> Tensor:
+        horizon = check_horizon(horizon)
+        batched = per_item(self, world_model, state, goal_z, horizon, init)
+        if batched is not None:
+            return batched
+        check_goal(goal_z, 1)
+        box = ActionBox(world_model.action_spec)
+        if box.discrete:
+            raise WorldlineError("MPPI needs continuous actions; use --planner cem for discrete action spaces")
+        gen = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+        many = expand_state(state, self.samples)
+        mean = torch.zeros(horizon, box.dim) if init is None else box.to_unit(init[0].float().cpu())
+        std = self.noise_std
+        for _ in range(self.iterations):
+            u = (mean + std * torch.randn(self.samples, horizon, box.dim, generator=gen)).clamp(-1, 1)
+            u[0] = mean
+            cost = self.cost(world_model.imagine(many, box.to_env(u.to(goal_z.device))), goal_z).cpu()
+            scaled = (cost - cost.min()) / (cost.max() - cost.min()).clamp_min(1e-12)
+            w = torch.softmax(-scaled / self.temperature, dim=0)  # (S,)
+            mean = (w[:, None, None] * u).sum(0)
+            std *= self.decay
+        return box.to_env(mean)[None].to(goal_z.device)

@@ -1,0 +1,166 @@
+"""The JEPA family: masking, the EMA target, block-causal prediction, encoder loading, training."""
+
+import pytest
+import torch
+
+from worldline.core.config import build_model, load_preset, to_dict
+from worldline.core.contracts import ActionSpec
+from worldline.core.errors import WorldlineError
+from worldline.models.jepa import JEPAConfig, JEPAEncoderPretrainer, JEPAWorldModel
+from worldline.models.jepa.masking import block_mask, tube_masks
+from worldline.models.jepa.predictor import ACPredictor
+from worldline.nn.attention import block_causal_mask
+from worldline.train.config import RunConfig
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: on a shared 2-core machine two spinning OpenMP threads run small models many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+PUSHT = ActionSpec(kind="continuous", dim=2, low=[0.0, 0.0], high=[512.0, 512.0])
+
+
+def encoder_model(seed=0):
+    torch.manual_seed(seed)
+    return build_model(RunConfig.from_dict(load_preset("jepa-encoder", "debug")).model)
+
+
+def ac_config(**kw) -> JEPAConfig:
+    cfg = RunConfig.from_dict(load_preset("jepa-ac", "debug")).model
+    cfg.action_space = PUSHT
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.mark.parametrize("ratio,grid", [(0.75, (2, 8, 8)), (0.5, (1, 4, 6)), (0.9, (3, 16, 16)), (0.1, (1, 5, 5))])
+def test_masking_covers_the_requested_ratio_with_tubes(ratio, grid):
+    t, h, w = grid
+    keep, masked = tube_masks(4, grid, ratio, (0.1, 0.3), (0.5, 2.0))
+    want = min(max(round(ratio * h * w), 1), h * w - 1)
+    assert masked.shape == (4, want * t) and keep.shape == (4, t * h * w - want * t)
+    for k, m in zip(keep, masked):
+        assert torch.equal(torch.sort(torch.cat([k, m])).values, torch.arange(t * h * w))  # a partition
+        cells = (m.view(t, -1) % (h * w))  # the same spatial cells in every frame: tubes
+        assert all(torch.equal(cells[0], cells[i]) for i in range(t))
+
+
+def test_mask_is_made_of_blocks_not_scattered_cells():
+    torch.manual_seed(0)
+    mask = block_mask(16, 16, 0.5, (0.15, 0.2), (0.75, 1.5))
+    # neighbours of a masked cell are mostly masked (random scatter would give about 0.5)
+    m = mask.float()
+    right = (m[:, :-1] * m[:, 1:]).sum() / m[:, :-1].sum()
+    assert right > 0.75
+
+
+def test_ema_target_gets_no_gradient_and_follows_the_encoder():
+    model = encoder_model().train()
+    frames = torch.rand(2, model.window(), 3, 64, 64) * 2 - 1
+    assert not any(p.requires_grad for p in model.target.parameters())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    loss, _ = model.loss({"frames": frames})
+    loss.backward()
+    assert all(p.grad is None for p in model.target.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    before = [p.detach().clone() for p in model.target.parameters()]
+    opt.step()
+    online = [p.detach().clone() for p in model.encoder.parameters()]
+    m = model.momentum()
+    model.loss({"frames": frames})  # a training-mode call moves the target first
+    for b, o, t in zip(before, online, model.target.parameters()):
+        assert torch.allclose(t, m * b + (1 - m) * o, atol=1e-6)
+    assert int(model.ema_updates) == 2
+    model.eval()
+    frozen = [p.detach().clone() for p in model.target.parameters()]
+    with torch.no_grad():
+        model.loss({"frames": frames})  # validation does not move it
+    assert all(torch.equal(a, b) for a, b in zip(frozen, model.target.parameters()))
+
+
+def test_block_causal_mask_is_causal():
+    mask = block_causal_mask(3, 2)
+    frame = torch.arange(6) // 2
+    assert torch.equal(mask, frame[:, None] >= frame[None, :])
+    torch.manual_seed(0)
+    pred = ACPredictor(embed_dim=8, dim=12, depth=2, heads=2, mlp_ratio=2.0, grid=2)
+    torch.nn.init.normal_(pred.out.weight, std=0.5)  # out is zero-initialised; make the check non-trivial
+    z, a = torch.randn(2, 4, 4, 8), torch.randn(2, 4, 12)
+    out = pred(z, a)
+    z2, a2 = z.clone(), a.clone()
+    z2[:, 2:] += 3.0
+    a2[:, 2:] -= 2.0
+    out2 = pred(z2, a2)
+    assert torch.allclose(out[:, :2], out2[:, :2], atol=1e-5)  # steps 0, 1 never see steps 2, 3
+    assert not torch.allclose(out[:, 2:], out2[:, 2:])
+
+
+def test_imagine_matches_step_and_respects_frameskip():
+    torch.manual_seed(0)
+    model = JEPAWorldModel(ac_config(frameskip=3)).eval()
+    assert model.action_spec.dim == 6 and model.action_spec.high == [512.0] * 6
+    assert model.window() == (2 + 2 - 1) * 3 + 1
+    frames = torch.rand(1, 2, 3, 64, 64) * 2 - 1
+    actions = torch.rand(1, 3, 6) * 512
+    with torch.no_grad():
+        state = model.init_state(frames, actions[:, :1])
+        z = model.imagine(state, actions)
+        s = state
+        for t in range(3):
+            s, frame = model.step(s, actions[:, t])
+            assert torch.allclose(s.z[:, -1], z[:, t], atol=1e-5)
+        assert frame.shape == (1, 3, 64, 64)
+    with pytest.raises(WorldlineError):
+        model.imagine(state, torch.rand(1, 3, 2))  # env-sized actions for a frameskip-3 model
+
+
+def test_ac_model_loads_the_pretrained_target_and_stays_frozen(tmp_path):
+    enc = encoder_model(seed=3)
+    with torch.no_grad():
+        for p in enc.target.parameters():
+            p.add_(torch.randn_like(p))  # make target != online, to see which one is loaded
+    enc.save_pretrained(tmp_path / "enc")
+    cfg = ac_config(encoder=None, encoder_path=str(tmp_path / "enc"))
+    cfg.embed_encoder_config()
+    assert cfg.encoder == to_dict(enc.config)
+    model = JEPAWorldModel(cfg)
+    model.prepare_for_training()
+    for (name, p), q in zip(model.encoder.named_parameters(), enc.target.parameters()):
+        assert torch.equal(p, q), name
+        assert not p.requires_grad
+    with pytest.raises(WorldlineError):
+        JEPAWorldModel(ac_config(encoder=None, encoder_path=str(tmp_path / "nope")))
+
+
+def test_pretrainer_embeds_per_frame():
+    model = encoder_model().eval()
+    assert isinstance(model, JEPAEncoderPretrainer)
+    z = model.embed(torch.rand(2, 3, 3, 64, 64) * 2 - 1)
+    assert z.shape == (2, 3, model.config.dim, 4, 4)
+    with pytest.raises(WorldlineError):
+        model.embed(torch.rand(1, 1, 3, 60, 60))
+
+
+def test_train_encoder_then_ac_model_end_to_end(tmp_path):
+    from _data_helpers import write_dataset
+    from worldline.core.pretrained import load_pretrained
+    from worldline.train.run import train
+
+    write_dataset(tmp_path / "data", [12, 10], size=32)
+    enc_cfg = RunConfig.from_dict({**load_preset("jepa-encoder", "debug"), "data": {"path": str(tmp_path / "data"), "val_fraction": 0.0}})
+    enc_cfg.train.steps, enc_cfg.train.eval_every = 2, 0
+    enc_dir = train(enc_cfg, tmp_path / "enc", progress=False)
+    ac = load_preset("jepa-ac", "debug")
+    ac["model"].pop("encoder")
+    ac["model"]["encoder_path"] = str(enc_dir)
+    ac_cfg = RunConfig.from_dict({**ac, "data": {"path": str(tmp_path / "data"), "val_fraction": 0.0}})
+    ac_cfg.train.steps, ac_cfg.train.eval_every = 2, 0
+    final = train(ac_cfg, tmp_path / "ac", progress=False)
+    model = load_pretrained(final)
+    assert isinstance(model, JEPAWorldModel) and model.config.image_size == (32, 32)
+    enc = load_pretrained(enc_dir)
+    assert all(torch.equal(p, q) for p, q in zip(model.encoder.parameters(), enc.target.parameters()))

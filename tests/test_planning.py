@@ -1,0 +1,233 @@
+"""Planners on toy systems with known answers, on the deterministic family, and the plan benchmark/CLI."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from worldline.core.contracts import ActionSpec, State, WorldModel
+from worldline.core.errors import WorldlineError
+from worldline.planning import CEM, MPC, MPPI, GoalCost, GradientPlanner, RandomPlanner, expand_state
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@dataclasses.dataclass
+class ToyState(State):
+    x: Tensor  # (B, D)
+
+    def clone(self):
+        return ToyState(self.x.clone())
+
+
+class LinearWorld(WorldModel):
+    """x' = A x + B a with actions in ``spec``; the latent is the state itself."""
+
+    def __init__(self, A: Tensor, Bm: Tensor, spec: ActionSpec, identity: bool = False):
+        super().__init__()
+        self.A, self.Bm, self.action_spec, self.identity = A, Bm, spec, identity
+
+    def loss(self, batch):
+        raise NotImplementedError
+
+    def window(self):
+        return 1
+
+    def init_state(self, context_frames, context_actions=None, text=None):
+        return ToyState(context_frames)
+
+    def step(self, state, action):
+        return ToyState(state.x @ self.A.T + action @ self.Bm.T), None
+
+    def embed(self, frames):
+        return frames
+
+    def imagine(self, state, actions):
+        if self.identity:  # the "trajectory" is the action sequence: cost = a known quadratic of the actions
+            return actions
+        x, out = state.x, []
+        for t in range(actions.shape[1]):
+            x = x @ self.A.T + actions[:, t] @ self.Bm.T
+            out.append(x)
+        return torch.stack(out, 1)
+
+
+BOX = ActionSpec(kind="continuous", dim=2, low=[-2.0, -2.0], high=[2.0, 2.0])
+
+
+def linear_world():
+    A = torch.tensor([[1.0, 0.1], [0.0, 1.0]])  # a damped-free double integrator
+    Bm = torch.tensor([[0.0, 0.0], [0.1, 0.3]])
+    return LinearWorld(A, Bm, BOX)
+
+
+def test_cem_finds_the_minimum_of_a_known_quadratic():
+    world = LinearWorld(None, None, BOX, identity=True)
+    target = torch.tensor([[[0.7, -1.3], [1.5, 0.2], [-0.4, 0.9]]])  # (1, H=3, A): inside the box
+    cost = GoalCost(kind="l2", path_weight=0.0)
+
+    class AllSteps(GoalCost):  # the whole action sequence must match the target: a quadratic with one minimum
+        def __call__(self, z, goal):
+            return (z - goal[:, None] if goal.dim() == 2 else z - goal).square().flatten(1).sum(1)
+
+    cem = CEM(samples=200, iterations=12, elites=20, keep_elites=5, momentum=0.1, cost=AllSteps(), seed=0)
+    plan = cem.plan(world, ToyState(torch.zeros(1, 2)), target, horizon=3)
+    assert plan.shape == (1, 3, 2)
+    assert torch.allclose(plan, target, atol=0.05), plan
+    assert cost.kind == "l2"
+
+
+def _cost_of(world, x0, plan, goal):
+    return GoalCost(kind="l2")(world.imagine(ToyState(x0), plan), goal).item()
+
+
+@pytest.mark.parametrize("planner", [MPPI(samples=128, iterations=6, seed=0, cost=GoalCost(kind="l2")),
+                                     GradientPlanner(starts=4, steps=60, lr=0.1, seed=0),
+                                     CEM(samples=128, iterations=5, elites=16, seed=0, cost=GoalCost(kind="l2"))])
+def test_planners_improve_the_cost_on_a_linear_system(planner):
+    world = linear_world()
+    x0, goal = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.5, 0.4]])
+    plan = planner.plan(world, ToyState(x0), goal, horizon=6)
+    assert plan.shape == (1, 6, 2) and (plan.abs() <= 2.0 + 1e-6).all()
+    planned = _cost_of(world, x0, plan, goal)
+    random = np.mean([_cost_of(world, x0, RandomPlanner(seed=s).plan(world, ToyState(x0), goal, 6), goal) for s in range(20)])
+    assert planned < 0.2 * _cost_of(world, x0, torch.zeros(1, 6, 2), goal)
+    assert planned < 0.2 * random
+
+
+def test_categorical_cem_on_a_discrete_toy():
+    """A walker on a line: 0 = left, 1 = stay, 2 = right; the goal is 3 steps right, a 5-step horizon."""
+    spec = ActionSpec(kind="discrete", dim=1, n=3)
+
+    class Walker(LinearWorld):
+        def imagine(self, state, actions):
+            self.action_spec.check(actions)
+            return state.x[:, None] + torch.cumsum(actions - 1, dim=1)
+
+    world = Walker(None, None, spec)
+    cem = CEM(samples=64, iterations=4, elites=8, keep_elites=4, seed=0)
+    plan = cem.plan(world, ToyState(torch.zeros(1, 1)), torch.tensor([[3.0]]), horizon=5)
+    assert plan.shape == (1, 5, 1) and set(plan.unique().tolist()) <= {0.0, 1.0, 2.0}
+    assert (plan - 1).sum().item() == 3.0
+    with pytest.raises(WorldlineError):
+        MPPI().plan(world, ToyState(torch.zeros(1, 1)), torch.tensor([[3.0]]), horizon=5)
+
+
+def test_mpc_warm_starts_and_batched_states():
+    world = linear_world()
+    mpc = MPC(CEM(samples=32, iterations=2, elites=4, keep_elites=2, seed=0), horizon=4, execute=2)
+    first = mpc.act(world, ToyState(torch.zeros(1, 2)), torch.tensor([[0.5, 0.4]]))
+    assert first.shape == (1, 2, 2) and mpc.plan.shape == (1, 4, 2)
+    many = expand_state(ToyState(torch.ones(1, 2)), 5)
+    assert many.x.shape == (5, 2)
+    plans = CEM(samples=16, iterations=1, elites=4, keep_elites=1, seed=0).plan(world, ToyState(torch.randn(3, 2)), torch.zeros(1, 2), 3)
+    assert plans.shape == (3, 3, 2)
+    with pytest.raises(WorldlineError):
+        CEM().plan(world, ToyState(torch.zeros(1, 2)), torch.zeros(1, 2), horizon=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# real families
+# ----------------------------------------------------------------------------------------------
+
+PUSHT = ActionSpec(kind="continuous", dim=2, low=[0.0, 0.0], high=[512.0, 512.0], names=["x", "y"])
+
+
+def deterministic_model():
+    from worldline.core.config import build_model, load_preset, to_dict
+    from worldline.train.config import RunConfig
+
+    cfg = RunConfig.from_dict(load_preset("wm-deterministic", "debug")).model
+    cfg.action_space = PUSHT
+    cfg.tokenizer = to_dict(RunConfig.from_dict(load_preset("tokenizer-continuous", "debug")).model)
+    torch.manual_seed(0)
+    return build_model(cfg).eval()
+
+
+def jepa_model(frameskip=1):
+    from worldline.core.config import build_model, load_preset
+    from worldline.train.config import RunConfig
+
+    cfg = RunConfig.from_dict(load_preset("jepa-ac", "debug")).model
+    cfg.action_space, cfg.frameskip = PUSHT, frameskip
+    torch.manual_seed(0)
+    return build_model(cfg).eval()
+
+
+@pytest.mark.parametrize("make", [deterministic_model, jepa_model])
+def test_planners_work_on_real_families(make):
+    model = make()
+    frames = torch.rand(1, 2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        state = model.init_state(frames)
+        goal = model.embed(torch.rand(1, 1, 3, 64, 64) * 2 - 1)[:, 0]
+    for planner in (CEM(samples=8, iterations=2, elites=2, keep_elites=1, seed=0), MPPI(samples=8, iterations=2, seed=0),
+                    GradientPlanner(starts=2, steps=2, seed=0), RandomPlanner(seed=0)):
+        plan = planner.plan(model, state, goal, horizon=2)
+        assert plan.shape == (1, 2, 2) and torch.isfinite(plan).all()
+        assert (plan >= 0).all() and (plan <= 512).all()
+    # the gradient planner needs imagine to be differentiable in the actions
+    a = torch.full((1, 2, 2), 256.0, requires_grad=True)
+    GoalCost()(model.imagine(state, a), goal).sum().backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark and the CLI
+# ----------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors():
+    from worldline.eval.planning import PlanningWorld, check_action_space, expert_tasks, goal_embedding
+
+    model = jepa_model()
+    with pytest.raises(WorldlineError, match="goal image is 32x32"):
+        goal_embedding(model, np.zeros((32, 32, 3), np.uint8))
+    reacher = ActionSpec(kind="continuous", dim=2, low=[-1.0, -1.0], high=[1.0, 1.0])
+    with pytest.raises(WorldlineError, match="checkpoint was trained on"):
+        check_action_space(model, reacher, "reacher")
+    with pytest.raises(WorldlineError, match="discrete"):
+        check_action_space(model, ActionSpec(kind="discrete", dim=1, n=4), "breakout")
+    world = PlanningWorld("pusht", 64)
+    try:
+        with pytest.raises(WorldlineError, match="at least one expert trajectory"):
+            expert_tasks(world, 0)
+        with pytest.raises(WorldlineError, match="expert dataset is empty"):
+            expert_tasks(world, 1, offset=100_000)
+    finally:
+        world.close()
+
+
+def test_plan_cli_end_to_end(tmp_path):
+    from typer.testing import CliRunner
+
+    from worldline.cli.main import app
+
+    jepa_model(frameskip=5).save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "plan"
+    args = ["plan", "--ckpt", str(tmp_path / "ckpt"), "--env", "pusht", "--episodes", "2", "--budget", "10",
+            "--horizon", "2", "--samples", "8", "--iterations", "1", "--traces", "1", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "planning.json").read_text())
+    assert set(res["methods"]) == {"cem", "random", "goal-copying"} and res["episodes"] == 2
+    for m in res["methods"].values():
+        assert 0 <= m["success_rate"] <= 1 and m["mean_final_distance"] >= 0
+    assert res["methods"]["cem"]["decisions"] >= 2 and res["methods"]["cem"]["decision_s_mean"] > 0
+    assert (out / "traces" / "pusht_cem_00.gif").is_file() and (out / "traces" / "pusht_cem_00.mp4").is_file()
+    trace = json.loads((out / "traces" / "pusht_cem_00.json").read_text())
+    assert len(trace["actions"]) == trace["steps"] and all(len(a) == 2 for a in trace["actions"])
+    page = (out / "index.html").read_text()
+    assert "Planning (cem, pusht)" in page and "planning/pusht_cem_00.gif" in page
+    # a checkpoint trained on another action space is refused with one clear line
+    bad = CliRunner().invoke(app, ["plan", "--ckpt", str(tmp_path / "ckpt"), "--env", "reacher", "--episodes", "1"])
+    assert bad.exit_code != 0 and isinstance(bad.exception, WorldlineError)
