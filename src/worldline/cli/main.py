@@ -290,6 +290,7 @@ def demo(
 from worldline.cli import plan as _plan; _plan.register(app)  # noqa: E402,E702
 from worldline.cli import play as _play; _play.register(app)  # noqa: E402,E702
 from worldline.cli import curate as _curate; _curate.register(app)  # noqa: E402,E702
+from worldline.cli import genie as _genie; _genie.register(app)  # noqa: E402,E702
 
 
 def main() -> None:

@@ -2,3 +2,4 @@
 
 from worldline.models import baseline  # noqa: F401  (type "deterministic")
 from worldline.models import jepa  # noqa: F401  (types "jepa_encoder", "jepa")
+from worldline.models import genie  # noqa: F401  (type "genie")
