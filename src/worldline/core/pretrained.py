@@ -64,7 +64,11 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, strict: bool 
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise WorldlineError(f"{path}: unreadable safetensors file ({e})") from None
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # tensor shapes differ: weights of another config (e.g. another tokenizer's vocabulary)
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e).splitlines()[0])
+        raise WorldlineError(f"{path} does not match the {type(module).__name__} config: {detail}") from None
     if strict and (missing or unexpected):
         raise WorldlineError(
             f"{path} does not match the {type(module).__name__} config: "

@@ -55,6 +55,8 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
     was_training = model.training
     model.eval()
     totals = {m: {"psnr": np.zeros(horizon), "ssim": np.zeros(horizon)} for m in METHODS}
+    teacher = getattr(model, "teacher_forced_metrics", None)  # token models: accuracy/CE of the horizon's true tokens
+    teacher_sums: dict[str, float] = {}
     K, H = context, horizon
     try:
         with torch.no_grad():
@@ -72,6 +74,9 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
                 }
                 if tokenizer is not None:
                     preds["tokenizer"] = _reconstruct(tokenizer, frames)[:, K : K + H]
+                if teacher is not None:
+                    for key, value in teacher(frames[:, : K + H], actions[:, : K + H], start=K).items():
+                        teacher_sums[key] = teacher_sums.get(key, 0.0) + value * len(frames)
                 for name, pred in preds.items():
                     if pred.shape != target.shape:
                         raise WorldlineError(f"{name} predicted shape {tuple(pred.shape)}, expected {tuple(target.shape)}")
@@ -97,6 +102,8 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
         p, s = totals[name]["psnr"] / n, totals[name]["ssim"] / n
         result[name] = {"psnr": [float(v) for v in p], "ssim": [float(v) for v in s],
                         "psnr_mean": float(p.mean()), "ssim_mean": float(s.mean())}
+    if teacher_sums:
+        result["teacher_forced"] = {key: total / n for key, total in teacher_sums.items()}
     m, c, sh = result["model"], result["copy_last"], result["shuffled_actions"]
     result["beats_copy_last"] = {  # 1-based horizon steps where the model is better than repeating the last frame
         "psnr_steps": [t + 1 for t in range(H) if m["psnr"][t] > c["psnr"][t]],
@@ -131,6 +138,8 @@ def format_table(result: dict[str, Any]):
     for t in range(result["horizon"]):
         table.add_row(str(t + 1), *[cell(m, lambda xs, t=t: xs[t]) for m in methods])
     table.add_row("mean", *[cell(m, lambda xs: float(np.mean(xs))) for m in methods], style="bold")
+    if result.get("teacher_forced"):
+        table.caption = "teacher-forced on the horizon: " + ", ".join(f"{k} {v:.4f}" for k, v in result["teacher_forced"].items())
     return table
 
 
