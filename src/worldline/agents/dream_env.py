@@ -73,7 +73,8 @@ class DreamEnv(gym.Env):
         self.max_steps = max_steps
         self.render_mode = render_mode
         self.device = device_of(world_model)
-        self._has_heads = callable(getattr(world_model, "reward_and_continue", None))
+        # a family may ship heads that a checkpoint turned off (rssm with model.reward_head=false)
+        self._has_heads = callable(getattr(world_model, "reward_and_continue", None)) and bool(getattr(world_model, "has_reward_head", True))
         if reward_fn is None and not self._has_heads:
             raise WorldlineError(f"{type(world_model).__name__} has no reward head: pass reward_fn(obs, action, next_obs) -> float")
         self._clips = _context_clips(contexts, context_frames, episodes)

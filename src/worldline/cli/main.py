@@ -291,6 +291,7 @@ from worldline.cli import plan as _plan; _plan.register(app)  # noqa: E402,E702
 from worldline.cli import play as _play; _play.register(app)  # noqa: E402,E702
 from worldline.cli import curate as _curate; _curate.register(app)  # noqa: E402,E702
 from worldline.cli import genie as _genie; _genie.register(app)  # noqa: E402,E702
+from worldline.cli import dream as _dream; _dream.register(app)  # noqa: E402,E702
 
 
 def main() -> None:
