@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.worldline-installed
 TORCH  := torch==2.13.0
-EXTRAS := envs,text,curate,serve,agents,dev
+EXTRAS := envs,text,curate,ray,serve,agents,dev
 
 .PHONY: setup demo demo-debug test test-slow bench clean
 

@@ -327,7 +327,6 @@ def test_cli_refilter_and_errors(run, tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # Ray's start-up alone takes 10-40 s on 2 shared cores; with the run, over a minute
 def test_ray_executor_keeps_the_same_clips_as_local(run, media, tmp_path):
     pytest.importorskip("ray")
     result = curate(media.root, tmp_path / "out", CONFIG, THRESHOLDS, executor="ray", workers=2)
