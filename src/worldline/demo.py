@@ -1,8 +1,9 @@
 """``make demo``: the whole path on a built-in default, PushT at 64x64.
 
 record PushT -> train the continuous 1x4x4 tokenizer -> measure it on held-out episodes -> train the
-deterministic world model in its latent space -> evaluate prediction against copy-last-frame and
-shuffled actions -> write rollouts -> write the HTML report. Each stage is skipped when its output
+diffusion world model in its latent space (and, for comparison, the deterministic baseline) ->
+evaluate prediction against copy-last-frame, shuffled actions and the baseline -> write rollouts ->
+write the HTML report. Each stage is skipped when its output
 already exists (training resumes from its last checkpoint), so an interrupted demo continues.
 """
 
@@ -20,19 +21,23 @@ class DemoSize:
     episodes: int  # PushT episodes recorded
     max_steps: int  # steps per episode
     tokenizer_size: str  # size of preset tokenizer-continuous
-    world_model_size: str  # size of preset wm-deterministic
+    world_model_size: str  # size of preset wm-diffusion (the model the demo shows)
     eval_windows: int  # held-out windows in the prediction table
     rollouts: int  # held-out episodes shown as videos
     tokenizer_set: tuple[str, ...] = ()  # --set overrides of the tokenizer preset
     world_model_set: tuple[str, ...] = ()  # --set overrides of the world-model preset
+    baseline: bool = True  # also train wm-deterministic (same size) and show it in the prediction comparison
 
 
 DEMO_SIZES = {
     # debug trains long enough that the smoke test can check the tokenizer learned something
     "debug": DemoSize(episodes=4, max_steps=40, tokenizer_size="debug", world_model_size="debug", eval_windows=8,
                       rollouts=1, tokenizer_set=("train.steps=60", "train.lr=3e-3")),
-    "small": DemoSize(episodes=60, max_steps=200, tokenizer_size="small", world_model_size="small", eval_windows=128, rollouts=4),
+    # small: 64 windows, as each diffusion rollout step is a DiT call (~1 min for 64 windows on a lightly loaded
+    # 2-core machine); the baseline comparison costs ~3 min more (its training + evaluation), about 10.5 min in all.
+    "small": DemoSize(episodes=60, max_steps=200, tokenizer_size="small", world_model_size="small", eval_windows=64, rollouts=4),
 }
+WORLD_MODEL, BASELINE = "wm-diffusion", "wm-deterministic"
 WORLD = "pusht"
 POLICY = "expert"  # the scripted pusher moves the block, so the world model sees contacts, not just jitter
 CONTEXT, HORIZON = 4, 16
@@ -70,7 +75,7 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
     t_all = time.time()
 
     # 1. record ---------------------------------------------------------------------------------
-    t = _stage(console, f"1/6 record {n_episodes} {WORLD} episodes ({POLICY} policy)")
+    t = _stage(console, f"1/7 record {n_episodes} {WORLD} episodes ({POLICY} policy)")
     existing = None
     if (data_dir / "meta" / "info.json").is_file():
         existing = Dataset(data_dir)
@@ -83,7 +88,7 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
     timings["record"] = time.time() - t
 
     # 2. tokenizer --------------------------------------------------------------------------------
-    t = _stage(console, f"2/6 train the tokenizer (tokenizer-continuous/{spec.tokenizer_size})")
+    t = _stage(console, f"2/7 train the tokenizer (tokenizer-continuous/{spec.tokenizer_size})")
     tok_cfg = apply_overrides(load_preset("tokenizer-continuous", spec.tokenizer_size), list(spec.tokenizer_set))
     tok_cfg.setdefault("data", {})["path"] = str(data_dir)
     tok_cfg.setdefault("train", {})["seed"] = seed
@@ -91,7 +96,7 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
     timings["tokenizer"] = time.time() - t
 
     # 3. tokenizer quality ---------------------------------------------------------------------------
-    t = _stage(console, "3/6 tokenizer quality on held-out episodes")
+    t = _stage(console, "3/7 tokenizer quality on held-out episodes")
     tokenizer = load_pretrained(tok_final)
     run_cfg = RunConfig.from_dict(tok_cfg)
     tok_eval = {"dataset": evaluate_dataset(tokenizer, data_dir, data_cfg=run_cfg.data, max_windows=spec.eval_windows * 4)}
@@ -99,37 +104,53 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
     timings["tokenizer_eval"] = time.time() - t
 
     # 4. world model ------------------------------------------------------------------------------
-    t = _stage(console, f"4/6 train the world model (wm-deterministic/{spec.world_model_size})")
-    wm_cfg = apply_overrides(load_preset("wm-deterministic", spec.world_model_size), list(spec.world_model_set))
-    wm_cfg.setdefault("data", {})["path"] = str(data_dir)
-    wm_cfg.setdefault("train", {})["seed"] = seed
-    wm_cfg.setdefault("model", {})["tokenizer_path"] = str(tok_final)
-    wm_run = RunConfig.from_dict(wm_cfg)
+    def world_model_run(preset: str, overrides: tuple[str, ...]) -> RunConfig:
+        cfg = apply_overrides(load_preset(preset, spec.world_model_size), list(overrides))
+        cfg.setdefault("data", {})["path"] = str(data_dir)
+        cfg.setdefault("train", {})["seed"] = seed
+        cfg.setdefault("model", {})["tokenizer_path"] = str(tok_final)
+        return RunConfig.from_dict(cfg)
+
+    t = _stage(console, f"4/7 train the world model ({WORLD_MODEL}/{spec.world_model_size})")
+    wm_run = world_model_run(WORLD_MODEL, spec.world_model_set)
     wm_final = train(wm_run, runs / "world_model", resume=True, progress=True)
     timings["world_model"] = time.time() - t
 
+    base_final = None
+    if spec.baseline:
+        t = _stage(console, f"5/7 train the deterministic baseline for comparison ({BASELINE}/{spec.world_model_size})")
+        base_final = train(world_model_run(BASELINE, ()), runs / "baseline", resume=True, progress=True)
+        timings["baseline"] = time.time() - t
+
     # 5. prediction benchmark + rollouts --------------------------------------------------------------
-    t = _stage(console, f"5/6 prediction on held-out episodes (context {CONTEXT}, horizon {HORIZON})")
+    t = _stage(console, f"6/7 prediction on held-out episodes (context {CONTEXT}, horizon {HORIZON})")
     model = load_pretrained(wm_final)
     prediction = evaluate_prediction(model, data_dir, context=CONTEXT, horizon=HORIZON,
                                      max_windows=spec.eval_windows, data_cfg=wm_run.data, seed=seed)
     console.print(prediction_table(prediction))
+    baseline = None
+    if base_final is not None:
+        baseline = evaluate_prediction(load_pretrained(base_final), data_dir, context=CONTEXT, horizon=HORIZON,
+                                       max_windows=spec.eval_windows, data_cfg=wm_run.data, seed=seed)
+        console.print(_comparison_table(prediction, baseline))
     _, val_ids = split_episodes(dataset.num_episodes, wm_run.data.val_fraction, wm_run.data.split_seed)
     rollout_ids = [int(i) for i in list(val_ids)[: spec.rollouts]]
     gifs = write_rollouts(model, data_dir, out / "report" / "rollouts", rollout_ids, context=CONTEXT, horizon=HORIZON)
     timings["eval"] = time.time() - t
 
     # 6. report -------------------------------------------------------------------------------------
-    _stage(console, "6/6 report")
+    _stage(console, "7/7 report")
     timings["total"] = time.time() - t_all  # the report itself takes a second; it prints this table
     report = write_report(
         out / "report",
-        runs={"tokenizer": runs / "tokenizer", "world model": runs / "world_model"},
+        runs={"tokenizer": runs / "tokenizer", "world model": runs / "world_model",
+              **({"baseline": runs / "baseline"} if base_final is not None else {})},
         prediction=prediction,
         tokenizer_eval=tok_eval,
         rollouts=[p for p in gifs if Path(p).suffix == ".gif"],
         title=f"worldline demo: {WORLD} 64x64, {n_episodes} episodes ({size})",
         timings=timings,
+        sections=[("Diffusion vs the deterministic baseline", _comparison_html(prediction, baseline))] if baseline else (),
     )
     headline = {
         "report": str(report),
@@ -140,6 +161,9 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
         "shuffled_actions_psnr_db": prediction["shuffled_actions"]["psnr_mean"],
         "model_ssim": prediction["model"]["ssim_mean"],
         "copy_last_ssim": prediction["copy_last"]["ssim_mean"],
+        "model_action_gain_h8_db": _gain_at(prediction, 8),
+        "baseline_psnr_db": baseline["model"]["psnr_mean"] if baseline else None,
+        "baseline_ssim": baseline["model"]["ssim_mean"] if baseline else None,
         "seconds": timings,
     }
     write_json(out / "headline.json", headline)
@@ -154,3 +178,40 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
         f"total {timings['total'] / 60:.1f} min"
     )
     return headline
+
+
+def _gain_at(prediction: dict, steps: int) -> float:
+    """Mean PSNR gain of the true over shuffled actions over the first ``steps`` horizon steps."""
+    m, sh = prediction["model"]["psnr"][:steps], prediction["shuffled_actions"]["psnr"][:steps]
+    return float(sum(a - b for a, b in zip(m, sh)) / len(m))
+
+
+def _rows(prediction: dict, baseline: dict) -> list[tuple[str, float, float, float]]:
+    """(method, mean PSNR, mean SSIM, action gain over steps 1-8) for the comparison."""
+    return [
+        ("diffusion (this demo)", prediction["model"]["psnr_mean"], prediction["model"]["ssim_mean"], _gain_at(prediction, 8)),
+        ("deterministic baseline", baseline["model"]["psnr_mean"], baseline["model"]["ssim_mean"], _gain_at(baseline, 8)),
+        ("copy-last-frame", prediction["copy_last"]["psnr_mean"], prediction["copy_last"]["ssim_mean"], float("nan")),
+    ]
+
+
+def _comparison_table(prediction: dict, baseline: dict):
+    from rich.table import Table
+
+    table = Table(title=f"world models on the same {prediction['num_windows']} held-out windows (horizon {prediction['horizon']})")
+    for col in ("model", "mean PSNR dB", "mean SSIM", "true - shuffled actions, PSNR dB (steps 1-8)"):
+        table.add_column(col, justify="right")
+    for name, p, s, g in _rows(prediction, baseline):
+        table.add_row(name, f"{p:.2f}", f"{s:.3f}", "" if g != g else f"{g:+.2f}")
+    return table
+
+
+def _comparison_html(prediction: dict, baseline: dict) -> str:
+    import html
+
+    head = "<tr><th>model</th><th>mean PSNR dB</th><th>mean SSIM</th><th>true - shuffled actions, PSNR dB (steps 1-8)</th></tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{p:.2f}</td><td>{s:.3f}</td><td>{'' if g != g else f'{g:+.2f}'}</td></tr>"
+        for n, p, s, g in _rows(prediction, baseline)
+    )
+    return f"<table>{head}{body}</table>"

@@ -241,3 +241,15 @@ class LatentWorldModel(WorldModel):
 def chunked(fn, x: Tensor) -> Tensor:
     """``fn`` over the first axis of ``x`` in chunks of CHUNK items."""
     return torch.cat([fn(x[i : i + CHUNK]) for i in range(0, x.shape[0], CHUNK)])
+
+
+def correct_frames(frames: Tensor, reference: Tensor, correction: Tensor, gate: float) -> Tensor:
+    """Decoded predictions ``frames`` (B, T, 3, H, W) plus the tokenizer's error on the last real frame
+    (``correction`` = real - ``reference``, both (B, 3, H, W)), gated per pixel by how little the
+    prediction changed there: ``exp(-|frames - reference| / gate)``.
+
+    A static background thus keeps the real frame's detail instead of the tokenizer's blur, while
+    pixels the model moves show its prediction (an ungated correction would leave a ghost of the
+    real frame where an object moved away)."""
+    change = (frames - reference[:, None]).abs().amax(dim=2, keepdim=True)  # (B, T, 1, H, W)
+    return (frames + torch.exp(-change / gate) * correction[:, None]).clamp(-1, 1)

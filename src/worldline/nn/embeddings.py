@@ -89,3 +89,25 @@ def modulate(x: Tensor, scale: Tensor, shift: Tensor, channels_last: bool = Fals
         scale = scale.reshape(*scale.shape, *([1] * extra))  # (B, C, 1, ...)
         shift = shift.reshape(*shift.shape, *([1] * extra))
     return x * (1 + scale) + shift
+
+
+class NoiseLevelEmbedding(nn.Module):
+    """Scalar noise level (a diffusion timestep, or EDM's ``c_noise = log(sigma) / 4``) -> ``(..., dim)``.
+
+    Sinusoidal features of ``scale * t`` followed by a 2-layer SiLU MLP, as DiT embeds timesteps.
+    ``scale`` maps the input range onto the sinusoid periods (1..10^4): EDM's c_noise spans about
+    [-1.5, 1], so the default 1000 spreads it over the slow and fast frequencies alike.
+    """
+
+    def __init__(self, dim: int, freq_dim: int = 256, scale: float = 1000.0, max_period: float = 10000.0):
+        super().__init__()
+        if freq_dim % 2:
+            raise ValueError(f"freq_dim must be even, got {freq_dim=}")
+        self.scale = scale
+        freqs = torch.exp(-math.log(max_period) * torch.arange(freq_dim // 2, dtype=torch.float32) / (freq_dim // 2))
+        self.register_buffer("freqs", freqs, persistent=False)  # (freq_dim/2,)
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        args = (self.scale * t.float())[..., None] * self.freqs  # (..., freq_dim/2)
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))

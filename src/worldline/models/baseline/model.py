@@ -32,7 +32,7 @@ from worldline.core.contracts import Batch, Rollout, State
 from worldline.core.errors import WorldlineError
 from worldline.models.baseline.config import DeterministicConfig
 from worldline.models.baseline.network import LatentUNet, stack_context, unpatch
-from worldline.models.latent import LatentWorldModel
+from worldline.models.latent import LatentWorldModel, correct_frames
 from worldline.nn.embeddings import ActionEmbedding
 
 
@@ -165,14 +165,8 @@ class DeterministicWorldModel(LatentWorldModel):
 
     def frames(self, state: DeterministicState, z: Tensor) -> Tensor:
         """Frames (B, T, 3, H, W) for predicted latents ``z``: decoded, plus the tokenizer's error on
-        the last real frame, gated per pixel by how little the prediction changed there.
-
-        A static background thus keeps the real frame's detail instead of the tokenizer's blur, while
-        pixels the model moves show its prediction (an ungated correction would leave a ghost of the
-        real frame where an object moved away). The gate is exp(-|change| / correction_gate)."""
+        the last real frame where the prediction leaves pixels unchanged (see ``correct_frames``)."""
         frames = self.decode(z)
         if state.correction is None:
             return frames
-        change = (frames - state.reference[:, None]).abs().amax(dim=2, keepdim=True)  # (B, T, 1, H, W)
-        gate = torch.exp(-change / self.config.correction_gate)
-        return (frames + gate * state.correction[:, None]).clamp(-1, 1)
+        return correct_frames(frames, state.reference, state.correction, self.config.correction_gate)
