@@ -183,6 +183,10 @@ def test_prediction_bad_arguments(moving):
         evaluate_prediction(CopyLast(), moving, episodes="test")
     with pytest.raises(WorldlineError, match="episode 99"):
         evaluate_prediction(CopyLast(), moving, episodes=[99])
+    latent_actions = CopyLast()
+    latent_actions.action_spec = ActionSpec(kind="discrete", dim=1, n=8)  # e.g. a Genie model's latent codes
+    with pytest.raises(WorldlineError, match="genie label"):
+        evaluate_prediction(latent_actions, moving)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -325,6 +325,17 @@ def test_resume_of_a_finished_run_does_nothing_and_a_different_config_is_refused
     assert json.loads((out / "final" / "config.json").read_text())["extra"]["step"] == 3
 
 
+def test_checkpoint_of_another_architecture_is_a_one_line_error(tmp_path):
+    """Same config, different network code (a family changed between releases): no raw RuntimeError."""
+    make_trainer(tmp_path / "run", run_config(steps=2, ckpt_every=2)).fit()
+    cfg = run_config(steps=2, ckpt_every=2)
+    cfg.model.hidden = 2 * cfg.model.hidden
+    other = make_trainer(tmp_path / "other", cfg)
+    newest = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))[-1]
+    with pytest.raises(WorldlineError, match="does not match the model.*size mismatch"):
+        other.load_checkpoint(newest)
+
+
 def test_train_runs_the_whole_flow_from_a_dataset(tmp_path):
     from worldline.core.contracts import ActionSpec
     from worldline.data.config import DataConfig

@@ -187,6 +187,7 @@ def _window_sampler(model, dataset_path, window: int, episodes, data_cfg):
     from worldline.data.windows import WindowSampler
 
     ds, store = model_store(model, dataset_path, data_cfg)
+    _check_action_space(model, ds, dataset_path)
     ids = episode_ids(ds.num_episodes, episodes, data_cfg)
     sampler = WindowSampler(store, window, ids, stride=data_cfg.stride)
     if len(sampler) == 0:
@@ -194,6 +195,19 @@ def _window_sampler(model, dataset_path, window: int, episodes, data_cfg):
         raise WorldlineError(f"{dataset_path}: no {episodes if isinstance(episodes, str) else 'chosen'} episode is long "
                              f"enough for a window of {window} frames (stride {data_cfg.stride}; longest has {longest})")
     return sampler, ids
+
+
+def _check_action_space(model, ds, dataset_path) -> None:
+    """The dataset's actions must be the kind the model was trained on: a discrete game's true actions
+    would otherwise pass as, say, a Genie model's latent-action indices and be scored silently."""
+    want, have = getattr(model, "action_spec", None), ds.action_spec
+    if want is None or want.kind == "none":
+        return
+    key = lambda s: (s.kind, s.dim, s.n if s.kind == "discrete" else 0)  # noqa: E731
+    if key(want) != key(have):
+        show = lambda s: f"{s.kind} n={s.n}" if s.kind == "discrete" else f"{s.kind} dim={s.dim}"  # noqa: E731
+        raise WorldlineError(f"{dataset_path}: its actions ({show(have)}) are not the model's ({show(want)}); "
+                             f"a latent-action model evaluates on a dataset labelled by `worldline genie label`")
 
 
 def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -397,7 +397,12 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)
-        missing, unexpected = self.model.load_state_dict(state.model_state, strict=False)
+        try:
+            missing, unexpected = self.model.load_state_dict(state.model_state, strict=False)
+        except RuntimeError as e:  # tensor shapes differ: the run's config changed since this checkpoint
+            detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e).splitlines()[0])
+            raise WorldlineError(f"{path} does not match the model (config changed since it was saved? "
+                                 f"start a new --out or pass --no-resume): {detail}") from None
         if missing or unexpected:
             raise WorldlineError(f"{path} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         if state.optimizer_state is not None:
