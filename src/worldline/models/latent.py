@@ -47,13 +47,8 @@ class LatentWorldModelConfig(ModelConfig):
 
     def bind_dataset(self, info: dict[str, Any], stats: dict[str, Any]) -> None:
         """Fill the action space and image size from ``meta/info.json`` and embed the tokenizer config."""
-        where = "meta/info.json"
-        try:
-            space = info["worldline"]["action_space"]
-        except (KeyError, TypeError):
-            raise WorldlineError(f"{where} has no worldline.action_space (not a worldline dataset?)") from None
-        self.action_space = from_dict(ActionSpec, space, where=f"{where}: worldline.action_space")
-        self.image_size = image_size_of(info, where)
+        self.action_space = action_space_of(info)
+        self.image_size = image_size_of(info)
         self.embed_tokenizer_config()
 
     def embed_tokenizer_config(self) -> None:
@@ -68,6 +63,15 @@ class LatentWorldModelConfig(ModelConfig):
         if not path.is_dir():
             raise WorldlineError(f"model.tokenizer_path: no such tokenizer directory: {path}")
         self.tokenizer = to_dict(read_pretrained_config(path))
+
+
+def action_space_of(info: dict[str, Any], where: str = "meta/info.json") -> ActionSpec:
+    """The dataset's action space, from the ``worldline`` block of ``meta/info.json``."""
+    try:
+        space = info["worldline"]["action_space"]
+    except (KeyError, TypeError):
+        raise WorldlineError(f"{where} has no worldline.action_space (not a worldline dataset?)") from None
+    return from_dict(ActionSpec, space, where=f"{where}: worldline.action_space")
 
 
 def image_size_of(info: dict[str, Any], where: str = "meta/info.json") -> tuple[int, int]:
@@ -210,32 +214,6 @@ class LatentWorldModel(WorldModel):
         flat = self.denormalize(z).reshape(B * T, 1, *self.latent_shape)  # each frame a 1-frame video
         out = chunked(self.tokenizer.decode, flat)  # (B*T, 1, 3, H, W)
         return rearrange(out, "(b t) 1 c h w -> b t c h w", b=B).clamp(-1, 1)  # (B, T, 3, H, W)
-
-    # ------------------------------------------------------------------------------------------
-    # input checks shared by the contract methods
-    # ------------------------------------------------------------------------------------------
-
-    def check_frames(self, frames: Tensor, name: str) -> None:
-        H, W = self.config.image_size
-        if frames.dim() != 5 or frames.shape[2] != 3 or frames.shape[1] < 1 or frames.shape[0] < 1:
-            raise WorldlineError(f"{name} must be (B, T, 3, H, W) with T >= 1, got shape {tuple(frames.shape)}")
-        if tuple(frames.shape[-2:]) != (H, W):
-            raise WorldlineError(f"{name} are {frames.shape[-2]}x{frames.shape[-1]}, this model was trained on {H}x{W}")
-        if not torch.isfinite(frames).all():
-            raise WorldlineError(f"{name} contain NaN or infinite values")
-
-    def check_actions(self, actions: Tensor, batch: int, name: str) -> None:
-        if actions.dim() != 3 or actions.shape[0] != batch:
-            raise WorldlineError(f"{name} must be (B={batch}, T, A), got shape {tuple(actions.shape)}")
-        if self.action_spec.kind == "none" and actions.shape[-1] != 0:
-            raise WorldlineError(f"{name} have {actions.shape[-1]} columns, this model takes no actions")
-        self.action_spec.check(actions, name)
-
-    def check_action(self, action: Tensor, batch: int) -> None:
-        """One step's action (B, A), as ``step`` takes it."""
-        if action.dim() != 2:
-            raise WorldlineError(f"action must be (B, A), got shape {tuple(action.shape)}")
-        self.check_actions(action[:, None], batch, "action")
 
 
 def chunked(fn, x: Tensor) -> Tensor:

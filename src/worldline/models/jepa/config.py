@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from worldline.core.config import ModelConfig, from_dict, to_dict
+from worldline.core.config import ModelConfig, to_dict
 from worldline.core.contracts import ActionSpec
 from worldline.core.errors import WorldlineError
 
@@ -100,17 +100,12 @@ class JEPAConfig(ModelConfig):
 
     def bind_dataset(self, info: dict[str, Any], stats: dict[str, Any]) -> None:
         """Fill the action space and image size from ``meta/info.json`` and embed the encoder config."""
-        from worldline.models.latent import image_size_of
+        from worldline.models.latent import action_space_of, image_size_of
 
-        where = "meta/info.json"
-        try:
-            space = info["worldline"]["action_space"]
-        except (KeyError, TypeError):
-            raise WorldlineError(f"{where} has no worldline.action_space (not a worldline dataset?)") from None
-        self.action_space = from_dict(ActionSpec, space, where=f"{where}: worldline.action_space")
+        self.action_space = action_space_of(info)
         if self.frameskip > 1 and self.action_space.kind == "discrete":
             raise WorldlineError(f"model.frameskip={self.frameskip} needs continuous actions, the dataset's are discrete")
-        self.image_size = image_size_of(info, where)
+        self.image_size = image_size_of(info)
         self.embed_encoder_config()
 
     def embed_encoder_config(self) -> None:

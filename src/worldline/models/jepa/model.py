@@ -299,25 +299,3 @@ class JEPAWorldModel(WorldModel):
         state = self.init_state(context_frames, context_actions, text)
         z = self.imagine(state, actions)
         return Rollout(frames=self.decode(z), latents=z)
-
-    # ------------------------------------------------------------------------------------------
-    # input checks
-    # ------------------------------------------------------------------------------------------
-
-    def check_frames(self, frames: Tensor, name: str) -> None:
-        H, W = self.config.image_size
-        if frames.dim() != 5 or frames.shape[2] != 3 or frames.shape[1] < 1 or frames.shape[0] < 1:
-            raise WorldlineError(f"{name} must be (B, T, 3, H, W) with T >= 1, got shape {tuple(frames.shape)}")
-        if tuple(frames.shape[-2:]) != (H, W):
-            raise WorldlineError(f"{name} are {frames.shape[-2]}x{frames.shape[-1]}, this model was trained on {H}x{W}")
-        if not torch.isfinite(frames).all():
-            raise WorldlineError(f"{name} contain NaN or infinite values")
-
-    def check_actions(self, actions: Tensor, batch: int, name: str) -> None:
-        if actions.dim() != 3 or actions.shape[0] != batch:
-            raise WorldlineError(f"{name} must be (B={batch}, T, A), got shape {tuple(actions.shape)}")
-        if self.action_spec.kind == "none":
-            if actions.shape[-1] != 0:
-                raise WorldlineError(f"{name} have {actions.shape[-1]} columns, this model takes no actions")
-            return
-        self.action_spec.check(actions.detach(), name)
