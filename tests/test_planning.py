@@ -118,8 +118,9 @@ def test_categorical_cem_on_a_discrete_toy():
     plan = cem.plan(world, ToyState(torch.zeros(1, 1)), torch.tensor([[3.0]]), horizon=5)
     assert plan.shape == (1, 5, 1) and set(plan.unique().tolist()) <= {0.0, 1.0, 2.0}
     assert (plan - 1).sum().item() == 3.0
-    with pytest.raises(WorldlineError):
-        MPPI().plan(world, ToyState(torch.zeros(1, 1)), torch.tensor([[3.0]]), horizon=5)
+    for continuous_only in (MPPI(), GradientPlanner()):
+        with pytest.raises(WorldlineError, match="needs continuous actions; use --planner cem"):
+            continuous_only.plan(world, ToyState(torch.zeros(1, 1)), torch.tensor([[3.0]]), horizon=5)
 
 
 def test_mpc_warm_starts_and_batched_states():

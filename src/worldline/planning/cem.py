@@ -13,12 +13,12 @@ import torch
 from torch import Tensor
 
 from worldline.core.errors import WorldlineError
-from worldline.planning.common import ActionBox, check_goal, check_horizon, expand_state, per_item
+from worldline.planning.common import ActionBox, Planner, expand_state
 from worldline.planning.objectives import GoalCost
 
 
 @dataclasses.dataclass
-class CEM:
+class CEM(Planner):
     samples: int = 256  # action sequences scored per iteration (one batched imagine call)
     iterations: int = 4
     elites: int = 32  # best samples the distribution is refitted to
@@ -40,15 +40,8 @@ class CEM:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum=}")
 
     @torch.no_grad()
-    def plan(self, world_model, state, goal_z: Tensor, horizon: int, init: Tensor | None = None) -> Tensor:
-        """Actions (B, horizon, A) in env units; ``init`` (B, horizon, A) centres the first distribution."""
-        horizon = check_horizon(horizon)
-        batched = per_item(self, world_model, state, goal_z, horizon, init)
-        if batched is not None:
-            return batched
-        check_goal(goal_z, 1)
-        box = ActionBox(world_model.action_spec)
-        gen = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+    def search(self, world_model, state, goal_z: Tensor, horizon: int, init: Tensor | None, box: ActionBox, gen) -> Tensor:
+        """``init`` centres the first distribution."""
         many = expand_state(state, self.samples)
 
         def score(u: Tensor) -> Tensor:

@@ -93,6 +93,28 @@ def per_item(planner, world_model, state: State, goal_z: Tensor, horizon: int, i
     return torch.cat(plans)
 
 
+class Planner:
+    """What every search planner does before searching: check the horizon, plan a batched state one
+    element at a time, check the goal, build the action box and the seeded generator. Subclasses
+    set ``continuous_only`` (their name, for the error) if they cannot search discrete actions, and
+    implement ``search(world_model, state, goal_z, horizon, init, box, gen) -> (1, horizon, A)``."""
+
+    continuous_only: str = ""
+
+    def plan(self, world_model, state, goal_z: Tensor, horizon: int, init: Tensor | None = None) -> Tensor:
+        """Actions (B, horizon, A) in env units; ``init`` (B, horizon, A) warm-starts the search."""
+        horizon = check_horizon(horizon)
+        batched = per_item(self, world_model, state, goal_z, horizon, init)
+        if batched is not None:
+            return batched
+        check_goal(goal_z, 1)
+        box = ActionBox(world_model.action_spec)
+        if box.discrete and self.continuous_only:
+            raise WorldlineError(f"{self.continuous_only} needs continuous actions; use --planner cem for discrete ones")
+        gen = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+        return self.search(world_model, state, goal_z, horizon, init, box, gen)
+
+
 def check_horizon(horizon: int) -> int:
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise WorldlineError(f"planning horizon must be an integer >= 1, got {horizon!r}")

@@ -9,13 +9,12 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from worldline.core.errors import WorldlineError
-from worldline.planning.common import ActionBox, check_goal, check_horizon, expand_state, per_item
+from worldline.planning.common import ActionBox, Planner, expand_state
 from worldline.planning.objectives import GoalCost
 
 
 @dataclasses.dataclass
-class GradientPlanner:
+class GradientPlanner(Planner):
     starts: int = 16  # parallel initial plans (the warm start, if any, is one of them)
     steps: int = 30  # Adam steps
     lr: float = 0.1  # in normalised action units
@@ -27,16 +26,9 @@ class GradientPlanner:
         if self.starts < 1 or self.steps < 1 or self.lr <= 0:
             raise ValueError(f"need starts >= 1, steps >= 1, lr > 0, got {self.starts=} {self.steps=} {self.lr=}")
 
-    def plan(self, world_model, state, goal_z: Tensor, horizon: int, init: Tensor | None = None) -> Tensor:
-        horizon = check_horizon(horizon)
-        batched = per_item(self, world_model, state, goal_z, horizon, init)
-        if batched is not None:
-            return batched
-        check_goal(goal_z, 1)
-        box = ActionBox(world_model.action_spec)
-        if box.discrete:
-            raise WorldlineError("the gradient planner needs continuous actions; use --planner cem for discrete ones")
-        gen = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+    continuous_only = "the gradient planner"
+
+    def search(self, world_model, state, goal_z: Tensor, horizon: int, init: Tensor | None, box: ActionBox, gen) -> Tensor:
         u0 = self.init_std * torch.randn(self.starts, horizon, box.dim, generator=gen)
         if init is not None:
             u0[0] = box.to_unit(init[0].float().cpu())

@@ -9,13 +9,12 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from worldline.core.errors import WorldlineError
-from worldline.planning.common import ActionBox, check_goal, check_horizon, expand_state, per_item
+from worldline.planning.common import ActionBox, Planner, expand_state
 from worldline.planning.objectives import GoalCost
 
 
 @dataclasses.dataclass
-class MPPI:
+class MPPI(Planner):
     samples: int = 256
     iterations: int = 4
     noise_std: float = 0.4  # perturbation std in normalised units
@@ -30,17 +29,10 @@ class MPPI:
         if self.temperature <= 0 or self.noise_std <= 0:
             raise ValueError(f"temperature and noise_std must be > 0, got {self.temperature=} {self.noise_std=}")
 
+    continuous_only = "MPPI"
+
     @torch.no_grad()
-    def plan(self, world_model, state, goal_z: Tensor, horizon: int, init: Tensor | None = None) -> Tensor:
-        horizon = check_horizon(horizon)
-        batched = per_item(self, world_model, state, goal_z, horizon, init)
-        if batched is not None:
-            return batched
-        check_goal(goal_z, 1)
-        box = ActionBox(world_model.action_spec)
-        if box.discrete:
-            raise WorldlineError("MPPI needs continuous actions; use --planner cem for discrete action spaces")
-        gen = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+    def search(self, world_model, state, goal_z: Tensor, horizon: int, init: Tensor | None, box: ActionBox, gen) -> Tensor:
         many = expand_state(state, self.samples)
         mean = torch.zeros(horizon, box.dim) if init is None else box.to_unit(init[0].float().cpu())
         std = self.noise_std
