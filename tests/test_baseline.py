@@ -90,12 +90,20 @@ def test_action_embedding_kinds():
 
     cont = ActionEmbedding(CONT, 8)
     low, high = torch.tensor([0.0, -2.0]), torch.tensor([10.0, 2.0])
-    assert torch.allclose(cont(low), cont.mlp(-torch.ones(2)))  # bounds map to -1 / +1 before the MLP
-    assert torch.allclose(cont(high), cont.mlp(torch.ones(2)))
-    assert torch.allclose(cont((low + high) / 2), cont.mlp(torch.zeros(2)))
+    assert torch.allclose(cont(low), cont.mlp(cont.features(-torch.ones(2))))  # bounds map to -1 / +1 before the MLP
+    assert torch.allclose(cont(high), cont.mlp(cont.features(torch.ones(2))))
+    assert torch.allclose(cont((low + high) / 2), cont.mlp(cont.features(torch.zeros(2))))
 
     inf = ActionEmbedding(ActionSpec(kind="continuous", dim=1, low=[float("-inf")], high=[float("inf")]), 4)
-    assert torch.allclose(inf(torch.tensor([0.5])), inf.mlp(torch.tensor([0.5])))  # unbounded columns pass through
+    assert torch.allclose(inf(torch.tensor([0.5])), inf.mlp(inf.features(torch.tensor([0.5]))))  # unbounded columns pass through
+
+    feats = inf.features(torch.tensor([0.5]))
+    assert torch.equal(feats[1:7], torch.zeros(6)) and torch.equal(feats[7:], torch.ones(6))  # no Fourier features
+
+    # Fourier features tell apart positions 1/32 of the box apart far more than the raw value does.
+    a, b = cont.features(torch.tensor([0.0, 0.0])), cont.features(torch.tensor([1 / 32, 0.0]))
+    assert (a - b).norm() > 20 * (1 / 32)
+    assert cont.features(torch.zeros(2)).shape == (2 * 13,)
 
     none = ActionEmbedding(ActionSpec(), 8)
     assert none(torch.zeros(3, 5, 0)).shape == (3, 5, 8)

@@ -19,11 +19,18 @@ class ActionEmbedding(nn.Module):
     """``(..., A)`` actions -> ``(..., dim)`` vectors, whatever the action space.
 
     - discrete: a table of ``n`` learned vectors, indexed by the action column;
-    - continuous: each column scaled to [-1, 1] with the box bounds, then a 2-layer MLP;
+    - continuous: each column scaled to [-1, 1] with the box bounds, then Fourier features of it
+      (sin and cos of 2^k * pi * x), then a 2-layer MLP;
     - none: one learned vector, so a video-only model keeps the same code path.
+
+    Why Fourier features: an action is often a place (PushT's target position, a cursor, a gripper
+    goal), and a world model has to draw its effect at that place. An MLP on the raw coordinate learns
+    only smooth, low-frequency functions of it (the spectral bias of Tancik et al. 2020); sin/cos at
+    octave frequencies make a bump at the action's position a linear function of the features, down
+    to 1/2^frequencies of the box. Unbounded columns get no Fourier features (their scale is unknown).
     """
 
-    def __init__(self, spec: ActionSpec, dim: int):
+    def __init__(self, spec: ActionSpec, dim: int, frequencies: int = 6):
         super().__init__()
         self.spec = spec
         self.dim = dim
@@ -36,7 +43,9 @@ class ActionEmbedding(nn.Module):
             finite = torch.isfinite(low) & torch.isfinite(high) & (high > low)
             self.register_buffer("center", torch.where(finite, (high + low) / 2, torch.zeros_like(low)), persistent=False)
             self.register_buffer("half_range", torch.where(finite, (high - low) / 2, torch.ones_like(low)), persistent=False)
-            self.mlp = nn.Sequential(nn.Linear(spec.dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+            self.register_buffer("finite", finite.float(), persistent=False)
+            self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32), persistent=False)
+            self.mlp = nn.Sequential(nn.Linear(spec.dim * (1 + 2 * frequencies), dim), nn.SiLU(), nn.Linear(dim, dim))
         else:
             self.constant = nn.Parameter(torch.zeros(dim))
 
@@ -44,8 +53,13 @@ class ActionEmbedding(nn.Module):
         if self.spec.kind == "discrete":
             return self.table(actions[..., 0].round().long())
         if self.spec.kind == "continuous":
-            return self.mlp((actions.float() - self.center) / self.half_range)
+            return self.mlp(self.features((actions.float() - self.center) / self.half_range))
         return self.constant.expand(*actions.shape[:-1], self.dim)
+
+    def features(self, x: Tensor) -> Tensor:
+        """(..., A) scaled actions -> (..., A * (1 + 2F)): the value, then sin and cos per frequency."""
+        angles = x[..., None] * self.freqs * self.finite[:, None]  # (..., A, F); 0 for unbounded columns
+        return torch.cat([x, angles.sin().flatten(-2), angles.cos().flatten(-2)], dim=-1)
 
 
 def _bounds(spec: ActionSpec) -> tuple[Tensor, Tensor]:
