@@ -247,7 +247,24 @@ def test_bad_record_arguments(tmp_path):
             record("pusht", out=tmp_path / "x", progress=False, **kwargs)
     with pytest.raises(WorldlineError, match=r"unknown policy 'smooth' for env ALE/Breakout-v5 \(available: random, expert\)"):
         record("breakout", 1, tmp_path / "y", policy="smooth", progress=False)
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(WorldlineError, match="empty name"):
+        record("pusht", 1, tmp_path / "z", policy="expert,", progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+
+
+def test_policy_mix_alternates_by_episode(tmp_path):
+    """'expert,random': even episodes are the expert's and odd ones random, each reproducing the
+    single-policy recording with the same seed; appending continues the alternation."""
+    record("pusht", 2, tmp_path / "mix", policy="expert,random", seed=5, max_steps=STEPS, progress=False)
+    record("pusht", 1, tmp_path / "mix", policy="expert,random", seed=5, max_steps=STEPS, mode="append", progress=False)
+    record("pusht", 3, tmp_path / "exp", policy="expert", seed=5, max_steps=STEPS, progress=False)
+    record("pusht", 2, tmp_path / "rnd", policy="random", seed=5, max_steps=STEPS, progress=False)
+    mix, exp, rnd = (Dataset(tmp_path / n) for n in ("mix", "exp", "rnd"))
+    assert mix.num_episodes == 3
+    np.testing.assert_array_equal(mix.episode(0)["actions"], exp.episode(0)["actions"])  # seed 5, expert
+    np.testing.assert_array_equal(mix.episode(1)["actions"], rnd.episode(1)["actions"])  # seed 6, random
+    assert not np.array_equal(mix.episode(0)["actions"], rnd.episode(0)["actions"])
+    np.testing.assert_array_equal(mix.episode(2)["actions"], exp.episode(2)["actions"])  # seed 7, expert again
 
 
 # ----------------------------------------------------------------------------------------------

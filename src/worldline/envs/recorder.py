@@ -128,6 +128,11 @@ def record(
     """Record ``episodes`` episodes of ``env`` (a built-in world or any gymnasium id) under ``policy``
     into the dataset ``out``; returns ``out``.
 
+    ``policy`` may name several policies, comma-separated ("expert,smooth"): episode k uses the
+    (k mod n)-th, so a dataset mixes purposeful and exploratory behaviour. A world model trained
+    only on an expert learns to predict the expert's next move from the past and can ignore the
+    action; exploratory episodes make the action the only way to know what comes next.
+
     ``max_steps`` caps every episode and replaces the env's own time limit (default: the world's,
     e.g. PushT 300). ``mode`` "create" refuses an existing non-empty directory, "append" adds
     episodes to it (same env, resolution and action space), "overwrite" replaces it once the new
@@ -141,7 +146,10 @@ def record(
         max_steps = _check_int("max_steps", max_steps, 1)
     gym_env, world = make_env(env, resolution, max_steps)
     try:
-        pol = make_policy(policy, gym_env, seed)
+        names = [name.strip() for name in policy.split(",")]
+        if not all(names):
+            raise WorldlineError(f"policy {policy!r} has an empty name (use e.g. 'expert' or 'expert,smooth')")
+        policies = [make_policy(name, gym_env, seed) for name in names]
         steps = world.max_steps
         writer = DatasetWriter(
             out,
@@ -154,6 +162,7 @@ def record(
         with writer, _Progress(progress, f"record {world.env_id} ({policy})", episodes, steps) as bar:
             first = writer.num_episodes  # > 0 when appending: continue the seed sequence
             for k in range(episodes):
+                pol = policies[(first + k) % len(policies)]
                 episode = run_episode(gym_env, pol, world, seed + first + k, steps, on_step=lambda t, k=k: bar.step(k, t))
                 writer.add_episode(**episode)
                 bar.end_episode(k, len(episode["actions"]))
