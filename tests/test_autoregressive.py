@@ -94,7 +94,7 @@ def test_decoded_tokens_are_the_argmax_of_a_teacher_forced_pass():
 def test_fast_greedy_reproduces_plain_greedy_in_fewer_passes():
     """Draft heads trained on frames that count 0..63, the third head then scrambled: passes of the
     fast path accept some drafts and reject others, and greedy output must not change."""
-    model = make(depth=1, dim=32, heads=2, medusa_heads=3)
+    model = make(depth=1, dim=32, heads=2, medusa_heads=3, drafter="medusa")
     ids = torch.arange(64).reshape(1, 1, 8, 8).repeat(2, 3, 1, 1)
     batch = {"latents": ids.float(), "actions": torch.zeros(2, 3, 1)}
     opt = torch.optim.Adam(model.net.parameters(), lr=1e-2)
@@ -133,6 +133,18 @@ def test_fast_greedy_reproduces_plain_greedy_in_fewer_passes():
     N, steps = model.net.tokens_per_frame, actions.shape[1] - 1
     assert passes["cached"] == steps * N
     assert steps * N / 4 < passes["fast"] < steps * N, passes  # some drafts kept, some rejected
+
+    # The previous-frame drafter on the same model: the context's counting half is copied in long
+    # accepted runs, its noise half is rejected token by token, and later frames (all counting) go in
+    # runs of draft_len + 1; the output is still plain greedy.
+    model.config.drafter, model.config.draft_len = "previous", 15
+    model.decode_mode = "fast"
+    with torch.no_grad():
+        calls["n"] = 0
+        copied = model.imagine(_state_from_ids(model, ctx, actions[:, :1]), actions[:, 1:])
+    assert torch.equal(copied, out["cached"])
+    first = 1 + 2 + 32  # action slot, the counting half in two runs of 16, then the noise half one by one
+    assert first - 2 <= calls["n"] - 2 * (1 + 4) <= first + 2, calls["n"]  # later frames: 1 + 64 / 16 passes
 
 
 def test_tiny_overfit_and_actions_change_the_prediction():
@@ -188,11 +200,12 @@ def test_sampling_rules():
         Sampling(top_p=0.0)
 
 
-def test_fast_sampling_keeps_the_base_distribution(monkeypatch):
+@pytest.mark.parametrize("drafter", ["medusa", "previous"])
+def test_fast_sampling_keeps_the_base_distribution(monkeypatch, drafter):
     """Speculative sampling must draw from the base model: the marginals of the first decoded tokens
     match those of plain sampling up to sampling noise (two plain runs differ by ~0.2 here)."""
     monkeypatch.setattr("worldline.models.autoregressive.decoding.FAST_MAX_BATCH", 10_000)
-    model = scramble(make(depth=1, medusa_heads=2), std=0.3).eval()
+    model = scramble(make(depth=1, medusa_heads=2, drafter=drafter), std=0.3).eval()
     model.sampling = Sampling(temperature=1.0)
     B = 1000
     ctx, actions = frames(1, 1).expand(B, -1, -1, -1, -1), torch.zeros(B, 1, 1)

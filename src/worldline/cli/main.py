@@ -63,7 +63,7 @@ def record(
     env: str = typer.Option(..., "--env", help="Built-in world (pusht, breakout, reacher) or any gymnasium id."),
     episodes: int = typer.Option(10, help="Episodes to record."),
     out: Path = typer.Option(..., "--out", help="Dataset directory to write."),
-    policy: str = typer.Option("random", help="random, or a world's scripted policy (e.g. expert)."),
+    policy: str = typer.Option("random", help="random, smooth, or a world's scripted policy (expert); comma-separated names alternate by episode (expert,random)."),
     resolution: int = typer.Option(64, help="Square frame size in pixels."),
     seed: int = typer.Option(0, help="Episode i is reset with seed+i, so recordings are reproducible."),
     max_steps: Optional[int] = typer.Option(None, help="Cap on steps per episode (default: the world's)."),

@@ -17,6 +17,8 @@ class AutoregressiveConfig(LatentWorldModelConfig):
     mlp_ratio: float = 8 / 3  # SwiGLU hidden = mlp_ratio * dim (Llama's 2/3 of 4x keeps the parameter count of a GELU MLP)
     rope_theta: float = 100.0  # positions span a few frames and an 8x8 grid; a small base gives those short ranges distinct angles
     medusa_heads: int = 3  # extra heads drafting tokens +2..+K+1 for the fast path (0 disables it)
+    drafter: str = "previous"  # fast path's drafts: "previous" copies the last frame's tokens (most repeat), "medusa" asks the draft heads
+    draft_len: int = 16  # tokens the "previous" drafter proposes per pass: longer runs of static tokens per pass, more compute per pass
     medusa_weight: float = 1.0  # weight of the draft heads' loss; they read detached hidden states, so it cannot change the base model
     z_loss: float = 1e-4  # weight of logsumexp(logits)^2 (PaLM): keeps the softmax normaliser near 0 for stable low-precision training
     action_dropout: float = 0.1  # chance an action slot is trained as "unknown", so context frames without recorded actions stay in distribution
@@ -35,6 +37,8 @@ class AutoregressiveConfig(LatentWorldModelConfig):
             raise ValueError(f"depth must be >= 1 and mlp_ratio > 0, got {self.depth=} {self.mlp_ratio=}")
         if self.medusa_heads < 0 or self.medusa_weight < 0 or self.z_loss < 0:
             raise ValueError(f"medusa_heads, medusa_weight and z_loss must be >= 0, got {self.medusa_heads=} {self.medusa_weight=} {self.z_loss=}")
+        if self.drafter not in ("previous", "medusa") or self.draft_len < 1:
+            raise ValueError(f"drafter must be 'previous' or 'medusa' and draft_len >= 1, got {self.drafter=} {self.draft_len=}")
         if not 0 <= self.action_dropout < 1:
             raise ValueError(f"action_dropout must be in [0, 1), got {self.action_dropout=}")
         if self.correction_gate < 0:

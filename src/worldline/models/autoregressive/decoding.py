@@ -5,11 +5,18 @@ Three ways to decode a frame, all sampling from the same base distribution:
 - ``decode_frame_nocache``: every token re-runs the transformer over the whole window (the reference
   cost a KV cache removes);
 - ``decode_frame`` with ``fast=False``: KV-cached, one token per forward pass;
-- ``decode_frame`` with ``fast=True``: Medusa-style speculative decoding. The draft heads propose the
-  next K tokens from the last hidden state; the proposals are fed in one forward pass and kept while
-  they equal what the base head samples at each position, so every kept token is a sample from the
-  base model given the kept prefix (with greedy sampling the output equals plain greedy decoding).
-  Each pass keeps 1..K+1 tokens; the cache is cropped back past the first rejected draft.
+- ``decode_frame`` with ``fast=True``: speculative decoding. A drafter proposes the next tokens; the
+  proposals are fed in one forward pass and kept while they equal what the base head samples at each
+  position, so every kept token is a sample from the base model given the kept prefix (with greedy
+  sampling the output equals plain greedy decoding). Each pass keeps 1..m+1 tokens; the cache is
+  cropped back past the first rejected draft. Two drafters:
+
+  - ``"medusa"``: the model's draft heads guess the next K tokens from the last hidden state
+    (Cai et al. 2024, as Cosmos-Autoregressive does);
+  - ``"previous"``: the same positions of the previous frame, up to ``draft_len`` tokens ahead
+    (prompt-lookup drafting, Saxena 2023, with the last frame as the prompt). Most of a frame's
+    tokens repeat the frame before — the background, everything nothing touched — so long runs are
+    accepted in one pass, and no weights are needed.
 
 Batched decoding keeps the shortest accepted run over the batch, so all rows stay at the same slot.
 With more than ``FAST_MAX_BATCH`` rows that run is nearly always one token while every pass costs
@@ -64,17 +71,29 @@ def sample(logits: Tensor, sampling: Sampling, generator: torch.Generator | None
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
 
 
+DRAFTERS = ("previous", "medusa")
+
+
 def decode_frame(net: ARTransformer, cache: ARCache, x: Tensor, frames: Tensor, slots: Tensor, frame: int,
-                 sampling: Sampling, *, fast: bool = True, text=None, generator: torch.Generator | None = None) -> Tensor:
+                 sampling: Sampling, *, fast: bool = True, text=None, generator: torch.Generator | None = None,
+                 drafter: str = "previous", previous: Tensor | None = None, draft_len: int = 16) -> Tensor:
     """Feed the pending slots ``x`` (B, L, dim) at ``frames``/``slots`` (L,) (ending with the new
     frame's action slot) into ``cache``, then decode the N tokens of frame ``frame`` -> ids (B, N).
 
-    On return the cache holds every slot fed, which is at least the frame's first N - 1 tokens."""
+    ``fast`` decodes speculatively with ``drafter`` (see the module docstring); ``previous`` (B, N)
+    are the previous frame's ids, which the "previous" drafter copies (without them it falls back to
+    the Medusa heads). On return the cache holds every slot fed, which is at least the frame's first
+    N - 1 tokens."""
+    if drafter not in DRAFTERS:
+        raise ValueError(f"drafter must be one of {DRAFTERS}, got {drafter!r}")
     N = net.tokens_per_frame
     h = net(x, frames, slots, cache=cache, text=text)[:, -1]  # (B, dim) hidden at the action slot
     cache.drop_before(frame - net.context_frames)  # kept until now for the previous frame's last token
-    if fast and len(net.draft_heads) and x.shape[0] <= FAST_MAX_BATCH:
-        return _speculative(net, cache, h, frame, sampling, text, generator)
+    if fast and x.shape[0] <= FAST_MAX_BATCH:
+        if drafter == "previous" and previous is not None:
+            return _speculative(net, cache, h, frame, sampling, text, generator, _copy_drafter(previous, draft_len))
+        if len(net.draft_heads):
+            return _speculative(net, cache, h, frame, sampling, text, generator, _medusa_drafter(net))
     device = x.device
     out = []
     for i in range(N):
@@ -87,16 +106,26 @@ def decode_frame(net: ARTransformer, cache: ARCache, x: Tensor, frames: Tensor, 
     return torch.stack(out, dim=1)
 
 
+def _medusa_drafter(net: ARTransformer):
+    """Drafts from the Medusa heads: ``(hidden (B, dim), n) -> (B, K)`` guesses for tokens n+1..n+K."""
+    return lambda h, n: net.draft_logits(h).argmax(-1)
+
+
+def _copy_drafter(previous: Tensor, length: int):
+    """Drafts copied from the previous frame: tokens n+1..n+length at the same positions."""
+    return lambda h, n: previous[:, n + 1 : n + 1 + length]
+
+
 def _speculative(net: ARTransformer, cache: ARCache, h: Tensor, frame: int, sampling: Sampling, text,
-                 generator) -> Tensor:
-    N, K = net.tokens_per_frame, len(net.draft_heads)
+                 generator, drafter) -> Tensor:
+    N = net.tokens_per_frame
     device = h.device
     out: list[Tensor] = []  # accepted tokens, each (B, n)
     n = 0
     x0 = sample(net.logits(h), sampling, generator)  # (B,) the next token, already a base-model sample
-    drafts = net.draft_logits(h).argmax(-1)  # (B, K) guesses for the tokens after x0
+    drafts = drafter(h, n)  # (B, K) guesses for the tokens after x0
     while True:
-        m = min(K, N - n - 1)  # drafts that still fit in the frame
+        m = min(drafts.shape[1], N - n - 1)  # drafts that still fit in the frame
         if m == 0:
             out.append(x0[:, None])
             break
@@ -113,7 +142,7 @@ def _speculative(net: ARTransformer, cache: ARCache, h: Tensor, frame: int, samp
         if n == N:
             break
         x0 = y[:, a]
-        drafts = net.draft_logits(H[:, a]).argmax(-1)  # (B, K)
+        drafts = drafter(H[:, a], n)  # (B, K)
     return torch.cat(out, dim=1)
 
 

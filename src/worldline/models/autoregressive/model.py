@@ -239,7 +239,8 @@ class AutoregressiveWorldModel(LatentWorldModel):
             fs.append(frame), ss.append(0)
             ids = decode_frame(net, cache, torch.cat(xs, dim=1), torch.tensor(fs, device=device),
                                torch.tensor(ss, device=device), frame, self.sampling,
-                               fast=self.decode_mode == "fast", text=state.text)
+                               fast=self.decode_mode == "fast", text=state.text, drafter=self.config.drafter,
+                               previous=state.ids[:, -1].reshape(B, -1), draft_len=self.config.draft_len)
         ids = ids.reshape(B, *self.latent_shape)  # (B, h, w)
         new = dataclasses.replace(
             state,
