@@ -1,11 +1,12 @@
-"""Speed of the autoregressive world model's step() at 64x64: no cache, KV cache, and the Medusa fast path.
+"""Speed of the autoregressive world model's step() at 64x64: no cache, KV cache, and the fast path
+with each drafter (previous-frame tokens, Medusa heads).
 
     python benchmarks/bench_autoregressive.py [--ckpt RUN/final --data DATASET] [--size small] [--threads 2]
         [--steps 16] [--device cpu|cuda] [--compile] [--bf16]
 
 Prints frames/s and tokens/s of ``step()`` at batch 1 (the play loop: decode the next frame's tokens
 and the frame itself) for each decoding mode, and the speed-ups of the fast path. The fast path's
-speed depends on how often the draft heads guess right, so pass a trained checkpoint and a dataset
+speed depends on how often the drafts are right, so pass a trained checkpoint and a dataset
 (context frames and actions come from its held-out episodes); without them a freshly initialised
 model of ``--size`` runs on random frames (its untrained drafts say nothing about acceptance).
 """
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the transformer (GPU)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     parser.add_argument("--modes", default="nocache,cached,fast")
+    parser.add_argument("--drafters", default="previous,medusa", help="drafters the fast mode is run with")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -115,17 +117,25 @@ def main() -> None:
               f"{len(model.net.draft_heads)} draft heads; device {args.device}, threads {args.threads}"
               f"{', compiled' if args.compile else ''}{', bf16' if args.bf16 else ''}")
         times = {}
+        runs = []
         for mode in args.modes.split(","):
+            runs += [(mode, d) for d in args.drafters.split(",")] if mode == "fast" else [(mode, None)]
+        for mode, drafter in runs:
+            if drafter == "medusa" and not len(model.net.draft_heads):
+                continue
+            if drafter is not None:
+                model.config.drafter = drafter
             with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16):
                 sec, cpu, passes = run_mode(model, mode, frames, actions, args.steps, args.device)
-            times[mode] = sec
-            print(f"  {mode:8s} {1 / sec:7.2f} frames/s  {N / sec:8.1f} tokens/s  (per CPU-second of this process: "
+            name = f"fast/{drafter}" if drafter else mode
+            times[name] = sec
+            print(f"  {name:14s} {1 / sec:7.2f} frames/s  {N / sec:8.1f} tokens/s  (per CPU-second of this process: "
                   f"{1 / cpu:7.2f} frames, {N / cpu:8.1f} tokens)  {passes:5.1f} forward passes/frame "
                   f"({N / passes:.2f} tokens/pass)")
-        if "fast" in times:
+        for fast in [name for name in times if name.startswith("fast")]:
             for other in ("cached", "nocache"):
                 if other in times:
-                    print(f"  fast path speed-up over {other}: {times[other] / times['fast']:.2f}x")
+                    print(f"  {fast} speed-up over {other}: {times[other] / times[fast]:.2f}x")
         if "cached" in times and "nocache" in times:
             print(f"  KV cache speed-up over no cache: {times['nocache'] / times['cached']:.2f}x")
 

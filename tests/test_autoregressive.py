@@ -55,7 +55,7 @@ def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
     B, T = 2, K + 3  # longer than the band, so the cache has to slide
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, model.vocab_size, (B, T, N), generator=g)
-    vecs = net.action_vectors(torch.randint(0, 3, (B, T, 1), generator=g).double())
+    vecs = net.action_inputs(torch.randint(0, 3, (B, T, 1), generator=g).double())
     x = net.embed_frames(ids, vecs)  # (B, T * (1 + N), dim)
     frames_, slots = net.layout(0, T)
     with torch.no_grad():

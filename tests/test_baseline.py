@@ -20,7 +20,7 @@ from worldline.core.errors import WorldlineError
 from worldline.data.latent_cache import build_latent_store, latent_channel_stats
 from worldline.data.windows import EpisodeStore, WindowSampler
 from worldline.models.baseline import DeterministicConfig, DeterministicState, DeterministicWorldModel
-from worldline.nn.embeddings import ActionEmbedding, FiLM, modulate
+from worldline.nn.embeddings import ActionEmbedding, ActionMap, FiLM, modulate
 from worldline.tokenizers import ContinuousTokenizer, ContinuousTokenizerConfig, FSQTokenizer, FSQTokenizerConfig
 from worldline.train.config import RunConfig
 
@@ -90,24 +90,39 @@ def test_action_embedding_kinds():
 
     cont = ActionEmbedding(CONT, 8)
     low, high = torch.tensor([0.0, -2.0]), torch.tensor([10.0, 2.0])
-    assert torch.allclose(cont(low), cont.mlp(cont.features(-torch.ones(2))))  # bounds map to -1 / +1 before the MLP
-    assert torch.allclose(cont(high), cont.mlp(cont.features(torch.ones(2))))
-    assert torch.allclose(cont((low + high) / 2), cont.mlp(cont.features(torch.zeros(2))))
+    assert torch.allclose(cont(low), cont.mlp(cont.features.fourier(-torch.ones(2))))  # bounds map to -1 / +1 before the MLP
+    assert torch.allclose(cont(high), cont.mlp(cont.features.fourier(torch.ones(2))))
+    assert torch.allclose(cont((low + high) / 2), cont.mlp(cont.features.fourier(torch.zeros(2))))
 
     inf = ActionEmbedding(ActionSpec(kind="continuous", dim=1, low=[float("-inf")], high=[float("inf")]), 4)
-    assert torch.allclose(inf(torch.tensor([0.5])), inf.mlp(inf.features(torch.tensor([0.5]))))  # unbounded columns pass through
+    assert torch.allclose(inf(torch.tensor([0.5])), inf.mlp(inf.features.fourier(torch.tensor([0.5]))))  # unbounded columns pass through
 
-    feats = inf.features(torch.tensor([0.5]))
+    feats = inf.features.fourier(torch.tensor([0.5]))
     assert torch.equal(feats[1:7], torch.zeros(6)) and torch.equal(feats[7:], torch.ones(6))  # no Fourier features
 
     # Fourier features tell apart positions 1/32 of the box apart far more than the raw value does.
-    a, b = cont.features(torch.tensor([0.0, 0.0])), cont.features(torch.tensor([1 / 32, 0.0]))
+    a, b = cont.features.fourier(torch.tensor([0.0, 0.0])), cont.features.fourier(torch.tensor([1 / 32, 0.0]))
     assert (a - b).norm() > 20 * (1 / 32)
-    assert cont.features(torch.zeros(2)).shape == (2 * 13,)
+    assert cont.features.fourier(torch.zeros(2)).shape == (2 * 13,)
 
     none = ActionEmbedding(ActionSpec(), 8)
     assert none(torch.zeros(3, 5, 0)).shape == (3, 5, 8)
     assert any(p.requires_grad for p in none.parameters())
+
+
+def test_action_map_gives_each_position_its_own_vector():
+    cont = ActionMap(CONT, tokens=6, dim=4)
+    out = cont(torch.tensor([[1.0, 0.5], [9.0, -1.5]]))  # (2, A) -> (2, 6, 4)
+    assert out.shape == (2, 6, 4)
+    assert not torch.allclose(out[0, 0], out[0, 1])  # positions differ
+    assert not torch.allclose(out[0], out[1])  # actions differ
+    # Linear in the features: the map of a mix of feature vectors is the mix of the maps.
+    f = cont.features(torch.tensor([[1.0, 0.5], [9.0, -1.5]]))
+    torch.testing.assert_close(torch.einsum("bf,fnd->bnd", f, cont.maps), out)
+
+    disc = ActionMap(DISC, tokens=6, dim=4)
+    torch.testing.assert_close(disc(torch.tensor([[[2.0]]]))[0, 0], disc.maps[2])
+    assert ActionMap(ActionSpec(), tokens=6, dim=4)(torch.zeros(3, 0)).abs().sum() == 0
 
 
 def test_film_starts_as_identity_and_modulates():

@@ -15,19 +15,43 @@ from torch import Tensor, nn
 from worldline.core.contracts import ActionSpec
 
 
+class ActionFeatures(nn.Module):
+    """Continuous ``(..., A)`` actions -> ``(..., A * (1 + 2F))`` features: each column scaled to
+    [-1, 1] with the box bounds, then its sin and cos at ``F`` octave frequencies (2^k * pi).
+
+    Why Fourier features: an action is often a place (PushT's target position, a cursor, a gripper
+    goal), and a world model has to draw its effect at that place. A network on the raw coordinate
+    learns only smooth, low-frequency functions of it (the spectral bias of Tancik et al. 2020);
+    sin/cos at octave frequencies make a bump at the action's position a linear function of the
+    features, down to 1/2^F of the box. Unbounded columns (common in gymnasium Box spaces) pass
+    through unscaled and get no Fourier features: their scale is unknown.
+    """
+
+    def __init__(self, spec: ActionSpec, frequencies: int = 6):
+        super().__init__()
+        low, high = _bounds(spec)
+        finite = torch.isfinite(low) & torch.isfinite(high) & (high > low)
+        self.register_buffer("center", torch.where(finite, (high + low) / 2, torch.zeros_like(low)), persistent=False)
+        self.register_buffer("half_range", torch.where(finite, (high - low) / 2, torch.ones_like(low)), persistent=False)
+        self.register_buffer("finite", finite.float(), persistent=False)
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32), persistent=False)
+        self.width = spec.dim * (1 + 2 * frequencies)
+
+    def forward(self, actions: Tensor) -> Tensor:
+        return self.fourier((actions.float() - self.center) / self.half_range)
+
+    def fourier(self, x: Tensor) -> Tensor:
+        """(..., A) scaled actions -> (..., A * (1 + 2F)): the value, then sin and cos per frequency."""
+        angles = x[..., None] * self.freqs * self.finite[:, None]  # (..., A, F); 0 for unbounded columns
+        return torch.cat([x, angles.sin().flatten(-2), angles.cos().flatten(-2)], dim=-1)
+
+
 class ActionEmbedding(nn.Module):
     """``(..., A)`` actions -> ``(..., dim)`` vectors, whatever the action space.
 
     - discrete: a table of ``n`` learned vectors, indexed by the action column;
-    - continuous: each column scaled to [-1, 1] with the box bounds, then Fourier features of it
-      (sin and cos of 2^k * pi * x), then a 2-layer MLP;
+    - continuous: :class:`ActionFeatures` (scaled to [-1, 1], Fourier features), then a 2-layer MLP;
     - none: one learned vector, so a video-only model keeps the same code path.
-
-    Why Fourier features: an action is often a place (PushT's target position, a cursor, a gripper
-    goal), and a world model has to draw its effect at that place. An MLP on the raw coordinate learns
-    only smooth, low-frequency functions of it (the spectral bias of Tancik et al. 2020); sin/cos at
-    octave frequencies make a bump at the action's position a linear function of the features, down
-    to 1/2^frequencies of the box. Unbounded columns get no Fourier features (their scale is unknown).
     """
 
     def __init__(self, spec: ActionSpec, dim: int, frequencies: int = 6):
@@ -38,14 +62,8 @@ class ActionEmbedding(nn.Module):
             self.table = nn.Embedding(spec.n, dim)
             nn.init.normal_(self.table.weight, std=0.02)  # small, like token embeddings in GPT-2
         elif spec.kind == "continuous":
-            low, high = _bounds(spec)
-            # Columns with infinite or degenerate bounds (common in gymnasium Box spaces) pass through unscaled.
-            finite = torch.isfinite(low) & torch.isfinite(high) & (high > low)
-            self.register_buffer("center", torch.where(finite, (high + low) / 2, torch.zeros_like(low)), persistent=False)
-            self.register_buffer("half_range", torch.where(finite, (high - low) / 2, torch.ones_like(low)), persistent=False)
-            self.register_buffer("finite", finite.float(), persistent=False)
-            self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32), persistent=False)
-            self.mlp = nn.Sequential(nn.Linear(spec.dim * (1 + 2 * frequencies), dim), nn.SiLU(), nn.Linear(dim, dim))
+            self.features = ActionFeatures(spec, frequencies)
+            self.mlp = nn.Sequential(nn.Linear(self.features.width, dim), nn.SiLU(), nn.Linear(dim, dim))
         else:
             self.constant = nn.Parameter(torch.zeros(dim))
 
@@ -53,13 +71,42 @@ class ActionEmbedding(nn.Module):
         if self.spec.kind == "discrete":
             return self.table(actions[..., 0].round().long())
         if self.spec.kind == "continuous":
-            return self.mlp(self.features((actions.float() - self.center) / self.half_range))
+            return self.mlp(self.features(actions))
         return self.constant.expand(*actions.shape[:-1], self.dim)
 
-    def features(self, x: Tensor) -> Tensor:
-        """(..., A) scaled actions -> (..., A * (1 + 2F)): the value, then sin and cos per frequency."""
-        angles = x[..., None] * self.freqs * self.finite[:, None]  # (..., A, F); 0 for unbounded columns
-        return torch.cat([x, angles.sin().flatten(-2), angles.cos().flatten(-2)], dim=-1)
+
+class ActionMap(nn.Module):
+    """``(..., A)`` actions -> ``(..., N, dim)``: a vector per token position, a different linear
+    function of the action's features at each of the ``N`` positions of a token grid.
+
+    Adding one action vector to every token (or modulating them all alike) leaves the network to
+    discover where in the image an action acts. Here each position has its own map: with the Fourier
+    features of :class:`ActionEmbedding`, ``cos(w (p - a))`` = ``cos(wp) cos(wa) + sin(wp) sin(wa)`` is
+    linear in the features with position-dependent weights, so a bump that follows a positional action
+    (PushT's target, a cursor) is one linear layer away; a discrete action gets a learned map per
+    value (Breakout's LEFT acts at the paddle's row). Initialised small, so it starts as a no-op
+    that training grows where actions matter.
+    """
+
+    def __init__(self, spec: ActionSpec, tokens: int, dim: int, frequencies: int = 6):
+        super().__init__()
+        self.spec = spec
+        if spec.kind == "discrete":
+            self.maps = nn.Parameter(torch.randn(spec.n, tokens, dim) * 0.02)
+        elif spec.kind == "continuous":
+            self.features = ActionFeatures(spec, frequencies)
+            width = self.features.width
+            self.maps = nn.Parameter(torch.randn(width, tokens, dim) * 0.02 / math.sqrt(width))
+        else:
+            self.maps = None
+        self.tokens, self.dim = tokens, dim
+
+    def forward(self, actions: Tensor) -> Tensor:
+        if self.spec.kind == "discrete":
+            return self.maps[actions[..., 0].round().long()]  # (..., N, dim)
+        if self.spec.kind == "continuous":
+            return torch.einsum("...f,fnd->...nd", self.features(actions), self.maps)  # (..., N, dim)
+        return actions.new_zeros(*actions.shape[:-1], self.tokens, self.dim)
 
 
 def _bounds(spec: ActionSpec) -> tuple[Tensor, Tensor]:

@@ -16,6 +16,7 @@ class AutoregressiveConfig(LatentWorldModelConfig):
     heads: int = 6  # attention heads; head_dim = dim / heads must be even and >= 6 for 3D RoPE
     mlp_ratio: float = 8 / 3  # SwiGLU hidden = mlp_ratio * dim (Llama's 2/3 of 4x keeps the parameter count of a GELU MLP)
     rope_theta: float = 100.0  # positions span a few frames and an 8x8 grid; a small base gives those short ranges distinct angles
+    action_map: bool = True  # also add a per-position map of the action (nn.embeddings.ActionMap) at the slot predicting each token: where an action acts is local, not one attention hop away
     medusa_heads: int = 3  # extra heads drafting tokens +2..+K+1 for the fast path (0 disables it)
     drafter: str = "previous"  # fast path's drafts: "previous" copies the last frame's tokens (most repeat), "medusa" asks the draft heads
     draft_len: int = 16  # tokens the "previous" drafter proposes per pass: longer runs of static tokens per pass, more compute per pass

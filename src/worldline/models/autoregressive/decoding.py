@@ -76,13 +76,15 @@ DRAFTERS = ("previous", "medusa")
 
 def decode_frame(net: ARTransformer, cache: ARCache, x: Tensor, frames: Tensor, slots: Tensor, frame: int,
                  sampling: Sampling, *, fast: bool = True, text=None, generator: torch.Generator | None = None,
-                 drafter: str = "previous", previous: Tensor | None = None, draft_len: int = 16) -> Tensor:
+                 drafter: str = "previous", previous: Tensor | None = None, draft_len: int = 16,
+                 inputs: Tensor | None = None) -> Tensor:
     """Feed the pending slots ``x`` (B, L, dim) at ``frames``/``slots`` (L,) (ending with the new
     frame's action slot) into ``cache``, then decode the N tokens of frame ``frame`` -> ids (B, N).
 
     ``fast`` decodes speculatively with ``drafter`` (see the module docstring); ``previous`` (B, N)
     are the previous frame's ids, which the "previous" drafter copies (without them it falls back to
-    the Medusa heads). On return the cache holds every slot fed, which is at least the frame's first
+    the Medusa heads); ``inputs`` (B, 1 + N, dim) are the frame's action inputs
+    (``ARTransformer.action_inputs``). On return the cache holds every slot fed, which is at least the frame's first
     N - 1 tokens."""
     if drafter not in DRAFTERS:
         raise ValueError(f"drafter must be one of {DRAFTERS}, got {drafter!r}")
@@ -91,9 +93,9 @@ def decode_frame(net: ARTransformer, cache: ARCache, x: Tensor, frames: Tensor, 
     cache.drop_before(frame - net.context_frames)  # kept until now for the previous frame's last token
     if fast and x.shape[0] <= FAST_MAX_BATCH:
         if drafter == "previous" and previous is not None:
-            return _speculative(net, cache, h, frame, sampling, text, generator, _copy_drafter(previous, draft_len))
+            return _speculative(net, cache, h, frame, sampling, text, generator, _copy_drafter(previous, draft_len), inputs)
         if len(net.draft_heads):
-            return _speculative(net, cache, h, frame, sampling, text, generator, _medusa_drafter(net))
+            return _speculative(net, cache, h, frame, sampling, text, generator, _medusa_drafter(net), inputs)
     device = x.device
     out = []
     for i in range(N):
@@ -102,7 +104,7 @@ def decode_frame(net: ARTransformer, cache: ARCache, x: Tensor, frames: Tensor, 
         if i == N - 1:
             break
         f, s = torch.full((1,), frame, device=device), torch.full((1,), i + 1, device=device)
-        h = net(net.embed_tokens(tok[:, None], s), f, s, cache=cache, text=text)[:, -1]
+        h = net(net.embed_tokens(tok[:, None], s, inputs), f, s, cache=cache, text=text)[:, -1]
     return torch.stack(out, dim=1)
 
 
@@ -117,7 +119,7 @@ def _copy_drafter(previous: Tensor, length: int):
 
 
 def _speculative(net: ARTransformer, cache: ARCache, h: Tensor, frame: int, sampling: Sampling, text,
-                 generator, drafter) -> Tensor:
+                 generator, drafter, inputs: Tensor | None) -> Tensor:
     N = net.tokens_per_frame
     device = h.device
     out: list[Tensor] = []  # accepted tokens, each (B, n)
@@ -132,7 +134,7 @@ def _speculative(net: ARTransformer, cache: ARCache, h: Tensor, frame: int, samp
         cand = torch.cat([x0[:, None], drafts[:, :m]], dim=1)  # (B, m + 1) tokens n .. n + m
         s = torch.arange(n + 1, n + m + 2, device=device)  # their slots
         f = torch.full_like(s, frame)
-        H = net(net.embed_tokens(cand, s), f, s, cache=cache, text=text)  # (B, m + 1, dim)
+        H = net(net.embed_tokens(cand, s, inputs), f, s, cache=cache, text=text)  # (B, m + 1, dim)
         y = sample(net.logits(H), sampling, generator)  # (B, m + 1): y[:, j] is the base sample for token n + j + 1
         match = (y[:, :m] == drafts[:, :m]).long().cumprod(dim=1).sum(dim=1)  # (B,) leading drafts confirmed
         a = int(match.min())
@@ -147,15 +149,17 @@ def _speculative(net: ARTransformer, cache: ARCache, h: Tensor, frame: int, samp
 
 
 def decode_frame_nocache(net: ARTransformer, x: Tensor, frames: Tensor, slots: Tensor, frame: int,
-                         sampling: Sampling, *, text=None, generator: torch.Generator | None = None) -> Tensor:
+                         sampling: Sampling, *, text=None, generator: torch.Generator | None = None,
+                         inputs: Tensor | None = None) -> Tensor:
     """Decode frame ``frame`` by re-running the transformer over the whole window ``x`` (B, L, dim)
-    (ending with the frame's action slot) for every token -> ids (B, N)."""
+    (ending with the frame's action slot, whose action inputs are ``inputs`` (B, 1 + N, dim)) for
+    every token -> ids (B, N)."""
     N, device = net.tokens_per_frame, x.device
     out = []
     for i in range(N):
         tok = sample(net.logits(net(x, frames, slots, text=text)[:, -1]), sampling, generator)  # (B,)
         out.append(tok)
         s = torch.full((1,), i + 1, device=device)
-        x = torch.cat([x, net.embed_tokens(tok[:, None], s)], dim=1)
+        x = torch.cat([x, net.embed_tokens(tok[:, None], s, inputs)], dim=1)
         frames, slots = torch.cat([frames, torch.full_like(s, frame)]), torch.cat([slots, s])
     return torch.stack(out, dim=1)

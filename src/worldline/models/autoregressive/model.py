@@ -51,7 +51,7 @@ DECODE_MODES = ("fast", "cached", "nocache")
 @dataclasses.dataclass
 class ARState(State):
     ids: Tensor  # (B, n, h, w) ids of the last n <= context_frames frames, oldest first
-    action_vecs: Tensor  # (B, n, dim) their action-slot inputs (re-fed only by the no-cache path)
+    action_vecs: Tensor  # (B, n, 1 + N, dim) their action inputs (re-fed only by the no-cache path)
     frame: int  # index of the newest frame since the rollout began (RoPE time position)
     cache: ARCache  # keys/values of those frames' slots (all but possibly the newest frame's last token)
     text: tuple[Tensor, Tensor] | None = None  # text tokens (B, Lt, 384) and mask (B, Lt), when text-conditioned
@@ -130,7 +130,7 @@ class AutoregressiveWorldModel(LatentWorldModel):
         if train and self.config.action_dropout > 0:
             known &= torch.rand(B, T, device=ids.device) >= self.config.action_dropout
         slot_actions = torch.cat([actions[:, :1], actions[:, :-1]], dim=1)  # (B, T, A): frame t's slot holds actions[t - 1]
-        vecs = self.net.action_vectors(slot_actions, known)  # (B, T, dim)
+        vecs = self.net.action_inputs(slot_actions, known)  # (B, T, 1 + N, dim)
         x = self.net.embed_frames(rearrange(ids, "b t y x -> b t (y x)"), vecs)  # (B, T * (1 + N), dim)
         frames, slots = self.net.layout(0, T, device=ids.device)
         h = self.net(x, frames, slots, text=text)
@@ -180,7 +180,7 @@ class AutoregressiveWorldModel(LatentWorldModel):
         if context_actions is not None and T > 1:
             known[:, 1:] = True
             slot_actions[:, 1:] = context_actions[:, : T - 1].float()
-        vecs = self.net.action_vectors(slot_actions, known)  # (B, T, dim)
+        vecs = self.net.action_inputs(slot_actions, known)  # (B, T, 1 + N, dim)
 
         cache = ARCache.empty(len(self.net.blocks), ids.device)
         x = self.net.embed_frames(rearrange(ids, "b t y x -> b t (y x)"), vecs)[:, :-1]  # the last token waits for the next step
@@ -224,7 +224,7 @@ class AutoregressiveWorldModel(LatentWorldModel):
             raise WorldlineError(f"decode_mode must be one of {', '.join(DECODE_MODES)}, got {self.decode_mode!r}")
         net, K, N = self.net, self.config.context_frames, self.net.tokens_per_frame
         frame = state.frame + 1
-        vec = net.action_vectors(action[:, None].float())  # (B, 1, dim)
+        vec = net.action_inputs(action[:, None].float())  # (B, 1, 1 + N, dim)
         device = vec.device
         cache = state.cache.clone()
         if self.decode_mode == "nocache":
@@ -240,7 +240,8 @@ class AutoregressiveWorldModel(LatentWorldModel):
             ids = decode_frame(net, cache, torch.cat(xs, dim=1), torch.tensor(fs, device=device),
                                torch.tensor(ss, device=device), frame, self.sampling,
                                fast=self.decode_mode == "fast", text=state.text, drafter=self.config.drafter,
-                               previous=state.ids[:, -1].reshape(B, -1), draft_len=self.config.draft_len)
+                               previous=state.ids[:, -1].reshape(B, -1), draft_len=self.config.draft_len,
+                               inputs=vec[:, 0])
         ids = ids.reshape(B, *self.latent_shape)  # (B, h, w)
         new = dataclasses.replace(
             state,
@@ -263,7 +264,8 @@ class AutoregressiveWorldModel(LatentWorldModel):
                        self.net.embed_action(vec[:, 0])], dim=1)
         frames, slots = self.net.layout(frame - min(n, K), min(n, K) + 1, device=x.device)
         L = x.shape[1]
-        return decode_frame_nocache(self.net, x, frames[:L], slots[:L], frame, self.sampling, text=state.text)
+        return decode_frame_nocache(self.net, x, frames[:L], slots[:L], frame, self.sampling, text=state.text,
+                                    inputs=vec[:, 0])
 
     # ------------------------------------------------------------------------------------------
     # checks, text, frames

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from worldline.core.contracts import ActionSpec
 from worldline.nn.attention import Attention, KVCache, SwiGLU
-from worldline.nn.embeddings import ActionEmbedding
+from worldline.nn.embeddings import ActionEmbedding, ActionMap
 from worldline.nn.rope import RoPE3D
 from worldline.models.autoregressive.config import AutoregressiveConfig
 
@@ -140,6 +140,7 @@ class ARTransformer(nn.Module):
         self.slot_embed = nn.Parameter(torch.zeros(1 + h * w, dim))  # learned absolute position inside the frame
         self.action_embed = ActionEmbedding(action_spec, dim)
         self.no_action = nn.Parameter(torch.zeros(dim))  # the action slot of a frame whose action is unknown
+        self.action_map = ActionMap(action_spec, h * w, dim) if config.action_map else None
         self.rope = RoPE3D(dim // config.heads, theta=config.rope_theta)
         hidden = int(round(config.mlp_ratio * dim / 8)) * 8
         self.blocks = nn.ModuleList([Block(dim, config.heads, hidden, text_dim) for _ in range(config.depth)])
@@ -167,29 +168,39 @@ class ARTransformer(nn.Module):
     # inputs
     # ------------------------------------------------------------------------------------------
 
-    def action_vectors(self, actions: Tensor | None, known: Tensor | None = None) -> Tensor:
-        """Action-slot inputs (B, F, dim) from actions (B, F, A); slots with ``known`` False (or all, if
-        ``actions`` is None) get the "unknown action" vector."""
+    def action_inputs(self, actions: Tensor, known: Tensor | None = None) -> Tensor:
+        """Per-slot action inputs (B, F, 1 + N, dim) of frames from the actions that led to them (B, F, A):
+        the action vector at the action slot, and with ``action_map`` the map's vector for token s at
+        the slot that predicts it (slot s; the last slot predicts nothing and gets none). Frames with
+        ``known`` False get the "unknown action" vector and no map."""
         vec = self.action_embed(actions.to(self.no_action.dtype))  # (B, F, dim)
         if known is not None:
             vec = torch.where(known[..., None], vec, self.no_action.to(vec.dtype))
-        return vec
+        B, F_ = vec.shape[:2]
+        out = vec.new_zeros(B, F_, 1 + self.tokens_per_frame, vec.shape[-1])
+        out[:, :, 0] = vec
+        if self.action_map is not None:
+            amap = self.action_map(actions.to(self.no_action.dtype))  # (B, F, N, dim)
+            if known is not None:
+                amap = amap * known[..., None, None]
+            out[:, :, : self.tokens_per_frame] += amap
+        return out
 
-    def unknown_actions(self, batch: int, frames: int) -> Tensor:
-        return self.no_action.expand(batch, frames, -1)  # (B, F, dim)
-
-    def embed_frames(self, ids: Tensor, action_vecs: Tensor) -> Tensor:
-        """Whole frames: ids (B, F, N) and their action-slot vectors (B, F, dim) -> (B, F * (1 + N), dim)."""
-        x = torch.cat([action_vecs[:, :, None], self.tok_embed(ids)], dim=2) + self.slot_embed  # (B, F, 1 + N, dim)
+    def embed_frames(self, ids: Tensor, inputs: Tensor) -> Tensor:
+        """Whole frames: ids (B, F, N) and their action inputs (B, F, 1 + N, dim) -> (B, F * (1 + N), dim)."""
+        tokens = torch.cat([inputs.new_zeros(*ids.shape[:2], 1, inputs.shape[-1]), self.tok_embed(ids)], dim=2)
+        x = tokens + inputs + self.slot_embed  # (B, F, 1 + N, dim)
         return rearrange(x, "b f s d -> b (f s) d")  # (B, F * (1 + N), dim)
 
-    def embed_tokens(self, ids: Tensor, slots: Tensor) -> Tensor:
-        """Tokens ids (B, L) at ``slots`` (L,) (1 + token index) -> (B, L, dim)."""
-        return self.tok_embed(ids) + self.slot_embed[slots]
+    def embed_tokens(self, ids: Tensor, slots: Tensor, inputs: Tensor | None = None) -> Tensor:
+        """Tokens ids (B, L) at ``slots`` (L,) (1 + token index) of a frame with action inputs
+        ``inputs`` (B, 1 + N, dim) -> (B, L, dim)."""
+        x = self.tok_embed(ids) + self.slot_embed[slots]
+        return x if inputs is None else x + inputs[:, slots]
 
-    def embed_action(self, action_vec: Tensor) -> Tensor:
-        """One action slot (B, dim) -> (B, 1, dim)."""
-        return (action_vec + self.slot_embed[0])[:, None]
+    def embed_action(self, inputs: Tensor) -> Tensor:
+        """The action slot of a frame with action inputs (B, 1 + N, dim) -> (B, 1, dim)."""
+        return (inputs[:, 0] + self.slot_embed[0])[:, None]
 
     def layout(self, first_frame: int, frames: int, device=None) -> tuple[Tensor, Tensor]:
         """(frame, slot) coordinates (L,), (L,) of ``frames`` whole frames starting at ``first_frame``."""

@@ -23,6 +23,7 @@ class DiffusionConfig(LatentWorldModelConfig):
     heads: int = 4
     mlp_ratio: float = 4.0
     adaln_lora_rank: int = 0  # > 0: adaLN-LoRA (Cosmos), one shared low-rank projection instead of a full one per block
+    action_map: bool = True  # also add a per-position linear map of the action's features to each token (nn.embeddings.ActionMap): where an action acts is then local, not left for attention to find
     text: bool = False  # cross-attention to the shared text encoder's tokens; the encoder itself is never saved
     # --- EDM training ---
     sigma_data: float = 1.0  # the denoised variable is normalised to unit std by dataset statistics

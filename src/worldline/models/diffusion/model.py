@@ -29,7 +29,7 @@ from worldline.models.diffusion.edm import EDM, karras_sigmas
 from worldline.models.diffusion.network import DiT
 from worldline.models.diffusion.samplers import SAMPLERS, sample
 from worldline.models.latent import LatentWorldModel, correct_frames
-from worldline.nn.embeddings import ActionEmbedding, NoiseLevelEmbedding
+from worldline.nn.embeddings import ActionEmbedding, ActionMap, NoiseLevelEmbedding
 from worldline.text import TEXT_DIM
 
 
@@ -63,6 +63,8 @@ class DiffusionWorldModel(LatentWorldModel):
             raise WorldlineError(f"model.patch={config.patch}: {e}") from None
         self.noise_embed = NoiseLevelEmbedding(config.width)
         self.action_embed = ActionEmbedding(config.action_space, config.width)
+        tokens = (h // config.patch) * (w // config.patch)
+        self.action_map = ActionMap(config.action_space, tokens, config.width) if config.action_map else None
         if config.text:
             self.text_null = nn.Parameter(torch.randn(1, TEXT_DIM) * 0.02)  # the "no text" token CFG falls back to
         self.register_buffer("residual_std", torch.ones(c))  # per-channel std of z_{t+1} - z_t, from the latent cache
@@ -177,7 +179,10 @@ class DiffusionWorldModel(LatentWorldModel):
         cond = self.noise_embed(levels) + action
         key_mask = torch.cat([present, present.new_ones(B, n)], dim=1)  # (B, k+n)
         t_pos = torch.arange(K - k, K + n, device=frames.device)  # the chunk always starts at position K
-        return self.net(torch.cat([frames, *extra], dim=2), cond, t_pos, n, key_mask, text, text_mask, action)
+        amap = None
+        if self.action_map is not None:
+            amap = self.action_map(frame_actions) * has_action[..., None, None]  # (B, k+n, N, D)
+        return self.net(torch.cat([frames, *extra], dim=2), cond, t_pos, n, key_mask, text, text_mask, action, amap)
 
     # ------------------------------------------------------------------------------------------
     # sampling

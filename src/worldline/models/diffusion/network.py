@@ -72,10 +72,12 @@ class DiT(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, cond: Tensor, t_pos: Tensor, n_out: int, key_mask: Tensor | None = None,
-                text: Tensor | None = None, text_mask: Tensor | None = None, frame_tokens: Tensor | None = None) -> Tensor:
+                text: Tensor | None = None, text_mask: Tensor | None = None, frame_tokens: Tensor | None = None,
+                token_bias: Tensor | None = None) -> Tensor:
         """key_mask: (B, T) bool, False for padding frames no token may attend to (a shortened context).
         frame_tokens: (B, T, D) added to every token of its frame (the action, next to its adaLN path:
-        added to the tokens it meets the position embedding, so where an action acts can be learned)."""
+        added to the tokens it meets the position embedding, so where an action acts can be learned).
+        token_bias: (B, T, N, D) added token by token (the action's per-position map)."""
         B, T = x.shape[:2]
         gh, gw = self.grid_hw
         N = gh * gw
@@ -84,6 +86,8 @@ class DiT(nn.Module):
         tokens = tokens + pos
         if frame_tokens is not None:
             tokens = tokens + repeat(frame_tokens, "b t d -> b (t n) d", n=N)
+        if token_bias is not None:
+            tokens = tokens + rearrange(token_bias, "b t n d -> b (t n) d")  # (B, T*N, D)
         positions = grid_positions(T, gh, gw, device=x.device)  # (T*N, 3), frames numbered 0..T-1
         positions[:, 0] = repeat(t_pos, "t -> (t n)", n=N)  # the clip's real frame positions
         rope = self.rope(positions)
