@@ -358,6 +358,11 @@ EXPERTS: dict[str, Callable[..., Policy]] = {  # keyed by gymnasium id
 }
 
 
+SCRIPTED: dict[str, dict[str, str]] = {  # gymnasium id -> policy name -> "module:class", imported when made
+    "worldline/CoinRun-v0": {"hold": "worldline.envs.coinrun:HoldPolicy"},
+}
+
+
 def available_policies(env: gym.Env) -> list[str]:
     """Policy names that can drive ``env``: random, smooth for Box actions, expert where scripted."""
     names = ["random"]
@@ -365,6 +370,8 @@ def available_policies(env: gym.Env) -> list[str]:
         names.append("smooth")
     if env.spec is not None and env.spec.id in EXPERTS:
         names.append("expert")
+    if env.spec is not None:
+        names.extend(SCRIPTED.get(env.spec.id, {}))
     return names
 
 
@@ -376,4 +383,9 @@ def make_policy(name: str, env: gym.Env, seed: int = 0) -> Policy:
         raise WorldlineError(f"unknown policy {name!r} for env {env_name} (available: {', '.join(names)})")
     if name == "expert":
         return EXPERTS[env.spec.id](env, seed)
-    return GENERIC[name](env, seed)
+    if name in GENERIC:
+        return GENERIC[name](env, seed)
+    import importlib
+
+    module, cls = SCRIPTED[env.spec.id][name].split(":")
+    return getattr(importlib.import_module(module), cls)(env, seed)

@@ -11,6 +11,12 @@ Built-in worlds (``worldline record --env NAME``):
     Atari Breakout through ale-py ``ALE/Breakout-v5`` (frame skip 4, sticky actions 0.25, as v5
     defines them): 4 discrete actions NOOP, FIRE, RIGHT, LEFT. The 210x160 screen is box-filtered to
     the resolution. 15 frames/s (60 Hz / 4), 1000 steps. Policies: random, expert.
+``coinrun``
+    procgen CoinRun (the platform game Genie learnt latent actions on) through ``procgen-mirror``
+    (optional: ``pip install --no-deps procgen-mirror gym3 gym gym_notices``), drawn at 64x64 and
+    box-filtered to the resolution. 4 discrete actions NOOP, LEFT, RIGHT, UP (jump); the view scrolls
+    with the runner. Episode seed s plays level s. 15 frames/s, 500 steps. Policies: random, hold
+    (random actions held 4..16 steps; see envs/coinrun.py).
 ``reacher``
     MuJoCo ``Reacher-v5``: a two-link arm moves its fingertip to a red target; the action is the two
     joint torques in [-1, 1]. MuJoCo renders offscreen at the resolution from a top-down camera over
@@ -79,6 +85,15 @@ BUILTIN: dict[str, Builtin] = {
         fps=50,
         task="Move the arm's fingertip onto the red target.",
         policies=("random", "smooth", "expert"),
+    ),
+    "coinrun": Builtin(
+        description="procgen CoinRun (procgen-mirror, easy levels, one level per episode seed): the camera "
+        "follows the runner; 4 discrete actions NOOP, LEFT, RIGHT, UP (jump)",
+        gym_id="worldline/CoinRun-v0",
+        max_steps=500,
+        fps=15,
+        task="Run and jump past the lava, saws and walkers to the coin.",
+        policies=("random", "hold"),
     ),
 }
 
@@ -303,6 +318,13 @@ def _make_builtin(name: str, resolution: int, max_steps: int) -> gym.Env:
             env.close()
             raise _gl_error(e) from None
         return Rendered(env, resolution)
+    if name == "coinrun":
+        from worldline.envs.coinrun import CoinRunEnv
+
+        env = CoinRunEnv()  # raises the install line when procgen is missing
+        env.spec = gym.envs.registration.EnvSpec(BUILTIN[name].gym_id, max_episode_steps=max_steps)
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=max_steps)
+        return Rendered(env, resolution, frame_is_obs=True)
     raise KeyError(name)
 
 
@@ -323,6 +345,8 @@ def make_env(env_id: str, resolution: int = 64, max_steps: int | None = None) ->
             names = ["x", "y"]
         elif env_id == "reacher":
             names = ["shoulder_torque", "elbow_torque"]
+        elif env_id == "coinrun":
+            names = [str(n) for n in env.unwrapped.get_action_meanings()]
         info = WorldInfo(
             env_id=env_id,
             gym_id=world.gym_id,
