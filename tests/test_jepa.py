@@ -82,6 +82,21 @@ def test_ema_target_gets_no_gradient_and_follows_the_encoder():
     assert all(torch.equal(a, b) for a, b in zip(frozen, model.target.parameters()))
 
 
+def test_variance_hinge_pushes_collapsed_tokens_apart():
+    """With var_weight the loss has a gradient away from identical tokens; without it it has none from that term."""
+    model = encoder_model().train()
+    frames = torch.zeros(4, model.window(), 3, 64, 64)  # blank clips: every token the same, the collapsed case
+    _, logs = model.loss({"frames": frames})
+    assert logs["context_std"] < 1e-3
+    model.config.var_weight = 1.0
+    loss, logs = model.loss({"frames": frames})
+    assert loss.item() > logs["l1"] + 0.9  # the hinge is active: spread far below var_target
+    _, logs = model.loss({"frames": torch.rand_like(frames) * 2 - 1})
+    assert logs["context_std"] > 0.3  # varied clips give varied tokens: the log tells collapse apart
+    with pytest.raises(ValueError, match="var_weight"):
+        type(model.config)(var_weight=-1.0)
+
+
 def test_block_causal_mask_is_causal():
     mask = block_causal_mask(3, 2)
     frame = torch.arange(6) // 2

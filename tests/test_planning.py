@@ -232,3 +232,18 @@ def test_plan_cli_end_to_end(tmp_path):
     # a checkpoint trained on another action space is refused with one clear line
     bad = CliRunner().invoke(app, ["plan", "--ckpt", str(tmp_path / "ckpt"), "--env", "reacher", "--episodes", "1"])
     assert bad.exit_code != 0 and isinstance(bad.exception, WorldlineError)
+
+
+def test_expert_tasks_never_start_at_their_goal():
+    """Reacher's expert parks on the target: a late start would pass the success test before any step."""
+    from worldline.eval.planning import PlanningWorld, expert_tasks
+
+    world = PlanningWorld("reacher", 32)
+    try:
+        tasks = expert_tasks(world, 6, offset=25)
+        assert len(tasks) == 6
+        for task in tasks:
+            gap = np.linalg.norm(world.fingertip(task.start_state) - world.fingertip(task.goal_state))
+            assert gap >= 0.05
+    finally:
+        world.close()

@@ -4,14 +4,17 @@ Protocol (stable-worldmodel / DINO-WM style): a held-out expert trajectory is pl
 expert from a seed no dataset was recorded with; the env is reset to its state at a start step, the
 goal is the picture of its state ``offset`` (25) env steps later, and the agent has ``budget`` (50)
 env steps. Each decision the planner searches ``horizon`` model steps (MPC, ``execute`` of them are
-carried out, then it replans from the real frames). An episode succeeds as soon as the env's success
-test for the goal state holds (the episode then stops, as the env would terminate it).
+carried out, then it replans from the real frames). A pusht episode succeeds as soon as the env's
+success test for the goal state holds (the episode then stops, as the env would terminate it); a
+reacher episode succeeds if the test holds at the end of the budget.
 
 Success tests:
 - pusht (DINO-WM's ``eval_state``): the (agent xy, block xy) vector within 20 px (of the 512 px
   world) of the goal's and the block angle within pi/9 (20 degrees); distance = that 4-D norm.
 - reacher: the fingertip within 2 cm of the goal state's fingertip (the arena is 0.4 m across);
-  distance = fingertip distance in metres.
+  distance = fingertip distance in metres. Tasks start from the expert episode's reset (arm at
+  rest) at least 5 cm from the goal; the episode runs the whole budget and success is judged on
+  its final state (random torques sweep the fingertip through the goal by chance half the time).
 
 Baselines beside the planner: ``random`` (uniform random actions, same loop) and ``goal-copying``
 (the expert's own actions from start to goal replayed open loop: the trajectory the goal was copied
@@ -38,6 +41,7 @@ from worldline.core.io import write_json
 PUSHT_POS_TOL = 20.0  # px in the 512-px world
 PUSHT_ANGLE_TOL = math.pi / 9
 REACHER_TOL = 0.02  # m
+REACHER_MIN_START = 0.05  # m: a reacher task starts at least this far from its goal (2.5 x the tolerance)
 
 
 @dataclasses.dataclass
@@ -66,6 +70,10 @@ class PlanningWorld:
         if name not in ("pusht", "reacher"):
             raise WorldlineError(f"the planning benchmark supports the envs pusht and reacher, got {name!r}")
         self.name = name
+        # PushT ends an episode once the goal pose is met (stable-worldmodel); a reacher episode runs
+        # the whole budget and succeeds if the fingertip is on the goal at the end: flailing arms
+        # sweep through any point, so touching it once says little.
+        self.ends_on_success = name == "pusht"
         self.env, self.info = make_env(name, resolution)
         self.env.reset(seed=0)
 
@@ -131,20 +139,29 @@ class PlanningWorld:
 
 
 def expert_tasks(world: PlanningWorld, episodes: int, offset: int = 25, seed: int = 1_000_000,
-                 max_start: int = 60) -> list[GoalTask]:
+                 max_start: int | None = None) -> list[GoalTask]:
     """``episodes`` start/goal pairs from scripted-expert trajectories at seeds ``seed + i``.
 
     The seeds lie far from the recorder's (0, 1, ...), so the trajectories are held out from any
-    training data recorded with default seeds. The start step is drawn in [0, max_start)."""
+    training data recorded with default seeds. The start step is drawn in [0, max_start) (default:
+    60 for pusht; 1 for reacher, whose expert reaches the target within a few steps and then holds
+    it, so every later start is already at its goal). A start too near its goal (pusht: it passes
+    the success test; reacher: fingertip within ``REACHER_MIN_START``) moves to the latest earlier
+    step that is not, and a trajectory with no such step is skipped for the next seed (at most
+    4 x ``episodes`` seeds)."""
     from worldline.envs.policies import make_policy
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise WorldlineError(f"need at least one expert trajectory (episodes >= 1), got {episodes!r}")
     if offset < 1:
         raise WorldlineError(f"goal offset must be >= 1 env step, got {offset}")
+    if max_start is None:
+        max_start = 60 if world.name == "pusht" else 1
     tasks = []
     rng = np.random.default_rng(seed)
-    for i in range(episodes):
+    for i in range(4 * episodes):
+        if len(tasks) == episodes:
+            break
         s = seed + i
         _, info = world.env.reset(seed=s)
         policy = make_policy("expert", world.env, s)
@@ -162,12 +179,24 @@ def expert_tasks(world: PlanningWorld, episodes: int, offset: int = 25, seed: in
         if len(actions) < offset:
             continue
         start = min(start, len(actions) - offset)
+        while start >= 0 and _too_near(world, states[start], states[start + offset]):
+            start -= 1
+        if start < 0:
+            continue
         goal_state = states[start + offset]
         goal_frame = world.set_state(goal_state)
         tasks.append(GoalTask(s, start, states[start], goal_state, goal_frame, np.stack(actions[start : start + offset])))
     if not tasks:
         raise WorldlineError(f"no expert trajectory of {world.name} is {offset} steps long: the expert dataset is empty")
     return tasks
+
+
+def _too_near(world: PlanningWorld, state: np.ndarray, goal: np.ndarray) -> bool:
+    """Is ``state`` too near ``goal`` to make a task (pusht: already a success; reacher: within REACHER_MIN_START)?"""
+    if world.name == "pusht":
+        return world.success(state, goal)
+    goal_tip, tip = world.fingertip(goal), world.fingertip(state)
+    return float(np.linalg.norm(tip - goal_tip)) < REACHER_MIN_START
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +251,7 @@ def run_episode(model: WorldModel, world: PlanningWorld, task: GoalTask, mpc, bu
     goal_z = goal_embedding(model, task.goal_frame) if mpc is not None else None
     frames, macro, times, executed = [frame], [], [], []
     predicted: list[np.ndarray] = []  # probe picture of the plan's prediction for each executed model step
-    steps, success = 0, world.success(world.get_state(), task.goal_state, goal_tip)
+    steps, success = 0, world.ends_on_success and world.success(world.get_state(), task.goal_state, goal_tip)
     if mpc is not None:
         mpc.reset()
     while steps < budget and not success:
@@ -257,7 +286,7 @@ def run_episode(model: WorldModel, world: PlanningWorld, task: GoalTask, mpc, bu
                 frame = world.step(a)
                 executed.append(a)
                 steps += 1
-                if world.success(world.get_state(), task.goal_state, goal_tip):
+                if world.ends_on_success and world.success(world.get_state(), task.goal_state, goal_tip):
                     success = True
                     break
             frames.append(frame)
@@ -265,6 +294,8 @@ def run_episode(model: WorldModel, world: PlanningWorld, task: GoalTask, mpc, bu
             if success or steps >= budget:
                 break
     final = world.get_state()
+    if not world.ends_on_success:
+        success = world.success(final, task.goal_state, goal_tip)
     out = {"seed": task.seed, "start": task.start, "success": bool(success), "steps": steps,
            "final_distance": world.distance(final, task.goal_state, goal_tip), "decision_s": times}
     if trace:

@@ -32,6 +32,9 @@ class JEPAEncoderConfig(ModelConfig):
     ema_start: float = 0.996  # target momentum at step 0 (BYOL/I-JEPA schedule) ...
     ema_end: float = 1.0  # ... rising linearly to this at ema_steps
     ema_steps: int = 2000  # updates over which the momentum rises; set near train.steps
+    var_weight: float = 0.0  # VICReg variance hinge on the context tokens: on small, mostly-background scenes the L1 alone is met by near-constant tokens (PushT: worse than predicting each position's mean target)
+    pred_abs_pos: bool = False  # add fixed sin-cos (t, row, col) embeddings to the predictor's tokens: RoPE alone gives identical mask queries only relative offsets, and on mostly-background scenes the predictor then cannot even learn each position's mean target
+    var_target: float = 1.0  # per-channel std across the batch's tokens the hinge asks for (LayerNorm'd tokens have unit scale)
 
     def __post_init__(self):
         H, W = self.image_size
@@ -53,6 +56,8 @@ class JEPAEncoderConfig(ModelConfig):
             raise ValueError(f"need 0 <= ema_start <= ema_end <= 1, got {self.ema_start=} {self.ema_end=}")
         if self.ema_steps < 1:
             raise ValueError(f"ema_steps must be >= 1, got {self.ema_steps=}")
+        if self.var_weight < 0 or self.var_target <= 0:
+            raise ValueError(f"need var_weight >= 0 and var_target > 0, got {self.var_weight=} {self.var_target=}")
 
     def bind_dataset(self, info: dict[str, Any], stats: dict[str, Any]) -> None:
         """Train at the dataset's resolution (actions are not needed)."""
