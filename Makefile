@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.worldline-installed
 TORCH  := torch==2.13.0
 EXTRAS := envs,text,curate,ray,serve,agents,dev
+PROCGEN := procgen-mirror==0.10.7 gym3==0.3.3 gym==0.26.2 gym_notices
 
 .PHONY: setup demo demo-debug test test-slow bench clean
 
@@ -13,6 +14,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@# CoinRun: procgen-mirror's declared deps would downgrade numpy; its real needs are these four.
+	$(BIN)/python -m pip install --quiet --no-deps $(PROCGEN) || echo "note: procgen not installed; the coinrun world is unavailable"
 	@touch $(STAMP)
 
 setup: $(STAMP)
