@@ -39,7 +39,10 @@ class ToyState:
 
 class ToyDream:
     """Position x moves by 0.5 * action[0]; reward: ``bandit`` pays 1 for discrete action 1, ``target``
-    pays -(action - 0.5)^2, ``home`` pays -|x| (go to zero and stay)."""
+    pays -(action - 0.5)^2, ``home`` pays -|x| (go to zero and stay). ``survive`` is CartPole's shape:
+    reward 1 on every step, discrete action 1 ends the episode (continue 0.2), so only the continue
+    head says which action is better; ``noise`` pays 1 and continues with 0.95 whatever the action;
+    ``lag`` pays 5 on one-step episodes whatever the action (every return is 5, far above a fresh critic)."""
 
     def __init__(self, task: str):
         self.task = task
@@ -49,6 +52,10 @@ class ToyDream:
 
     def predict_reward(self, feat):
         x, a = feat[..., 0], feat[..., 1:]
+        if self.task in ("survive", "noise"):
+            return torch.ones(feat.shape[:-1])
+        if self.task == "lag":
+            return torch.full(feat.shape[:-1], 5.0)
         if self.task == "bandit":
             return a[..., 1]
         if self.task == "target":
@@ -56,6 +63,12 @@ class ToyDream:
         return -x.abs()
 
     def predict_continue(self, feat):
+        if self.task == "survive":
+            return 1 - 0.8 * feat[..., 2]
+        if self.task == "noise":
+            return torch.full(feat.shape[:-1], 0.95)
+        if self.task == "lag":
+            return torch.zeros(feat.shape[:-1])
         return torch.ones(feat.shape[:-1])
 
 
@@ -97,6 +110,41 @@ def test_actor_critic_learns_a_discrete_bandit_in_imagination():
     assert before == pytest.approx(0.5, abs=0.1) and after > 0.9, (before, after)
     assert logs[-1]["imag_return"] > logs[0]["imag_return"]
     assert agent.return_scale.item() > 0  # the percentile range is tracked
+
+
+def test_actor_critic_learns_to_avoid_termination_from_the_continue_head_alone():
+    """CartPole's credit assignment: constant reward, the action that ends the episode must lose."""
+    torch.manual_seed(0)
+    agent = ActorCritic(3, "discrete", 2, ActorCriticConfig(hidden=32, actor_lr=2e-3, critic_lr=2e-3))
+    trainer, starts = ImaginationTrainer(agent), toy_starts(64, 2)
+    before = agent.policy(starts.feat).logp.exp()[:, 1].mean().item()
+    for _ in range(40):
+        trainer.train(ToyDream("survive"), starts)
+    after = agent.policy(starts.feat).logp.exp()[:, 1].mean().item()
+    assert after < 0.2 and after < before - 0.25, (before, after)
+
+
+def test_actor_does_not_collapse_when_the_dream_says_nothing_about_actions():
+    """Advantages that do not depend on the action must leave the policy near uniform (returns are
+    normalised by max(1, S), so noise is not blown up, and the entropy bonus holds it)."""
+    torch.manual_seed(0)
+    agent = ActorCritic(3, "discrete", 2, ActorCriticConfig(hidden=32, actor_lr=2e-3, critic_lr=2e-3))
+    trainer, starts = ImaginationTrainer(agent), toy_starts(64, 2)
+    logs = [trainer.train(ToyDream("noise"), starts) for _ in range(40)]
+    assert logs[-1]["entropy"] > 0.6, logs[-1]  # log 2 = 0.69
+
+
+def test_a_lagging_critic_does_not_collapse_the_policy():
+    """A dream whose returns (5) are far above the critic's values (it starts at 0 and learns slowly)
+    gives every action the same large advantage. REINFORCE with such an offset drifts to a
+    deterministic policy (Chung et al. 2021): what collapsed Dreamer on CartPole to always pushing
+    one way (9 steps) while its reward head was learning. The actor must only see advantages
+    relative to the other actions dreamt from the same step."""
+    torch.manual_seed(0)
+    agent = ActorCritic(3, "discrete", 2, ActorCriticConfig(hidden=32, actor_lr=1e-3, critic_lr=1e-5))
+    trainer, starts = ImaginationTrainer(agent), toy_starts(64, 2)
+    logs = [trainer.train(ToyDream("lag"), starts) for _ in range(40)]
+    assert min(log["entropy"] for log in logs) > 0.6, [round(log["entropy"], 3) for log in logs]
 
 
 @pytest.mark.parametrize("actor_grad", ["reinforce", "dynamics"])

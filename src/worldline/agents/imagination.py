@@ -5,7 +5,8 @@ From each start state (the world model's posterior states of a replayed batch) t
 probabilities; lambda-returns bootstrap from the critic. The critic regresses the returns (two-hot)
 plus its own slow copy. The actor maximises returns divided by ``max(1, S)``, S an EMA of the
 5th-95th percentile range of returns, so one entropy weight fits dense and sparse rewards alike and
-small returns are not blown up into noise: by REINFORCE with the critic as baseline (discrete
+small returns are not blown up into noise: by REINFORCE with the critic as baseline, recentred over
+the batch of dreams (:func:`centred_advantage`; discrete
 actions, DreamerV3), or for continuous actions by backpropagating the returns through the frozen
 world model's dream (``actor_grad="dynamics"``, DreamerV1/V2).
 
@@ -35,6 +36,20 @@ def lambda_returns(reward: Tensor, discount: Tensor, values: Tensor, lam: float)
         last = reward[t] + discount[t] * ((1 - lam) * values[t + 1] + lam * last)
         out.append(last)
     return torch.stack(out[::-1])
+
+
+def centred_advantage(advantage: Tensor, weight: Tensor) -> Tensor:
+    """(H, N) advantages minus their weighted mean over the N dreams of each step.
+
+    While the critic lags the returns (early on, or when the reward head moves), every action gets
+    the same large positive advantage; its expected policy gradient is zero, but stochastic REINFORCE
+    with such an offset drifts to a deterministic policy (Chung et al. 2021, "Beyond variance
+    reduction"), which is how Dreamer collapsed on CartPole. The mean over dreams of one step is an
+    action-independent baseline that removes the offset; with a critic that has caught up it is ~0.
+    """
+    w = weight.detach()
+    mean = (w * advantage).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1e-8)  # (H, 1)
+    return advantage - mean
 
 
 def percentile_range(returns: Tensor, q: float) -> Tensor:
@@ -111,7 +126,7 @@ class ImaginationTrainer:
         if dynamics:
             objective = returns / scale
         else:
-            objective = policy.log_prob(actions.detach()) * ((returns - values[:-1]) / scale).detach()
+            objective = policy.log_prob(actions.detach()) * (centred_advantage(returns - values[:-1], weight) / scale).detach()
         actor_loss = -(weight * (objective + cfg.entropy * entropy)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
