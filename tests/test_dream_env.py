@@ -89,3 +89,51 @@ def test_bad_input(world_model, clips, tmp_path):
     write_dataset(tmp_path / "short", [3], size=H)
     with pytest.raises(WorldlineError, match="no episode has 4 frames"):
         DreamEnv(world_model, tmp_path / "short", reward_fn=brightness)
+
+
+class ConstantContinue(torch.nn.Module):
+    """Wraps a world model with heads that say reward 1 and continue probability ``p`` everywhere."""
+
+    has_reward_head = True
+
+    def __init__(self, model, p):
+        super().__init__()
+        self.model, self.p = model, p
+        self.action_spec, self.config = model.action_spec, model.config
+
+    def init_state(self, *a, **k):
+        return self.model.init_state(*a, **k)
+
+    def step(self, state, action):
+        return self.model.step(state, action)
+
+    def embed(self, frames):
+        return self.model.embed(frames)
+
+    def reward_and_continue(self, state):
+        return torch.ones(1), torch.full((1,), self.p)
+
+
+def test_continue_head_ends_episodes_by_sampling_or_threshold(world_model, clips):
+    """Continue 0.8 everywhere: sampled ends give episodes of mean length ~1/0.2 = 5; the 0.5
+    threshold never ends one (the failure that left DreamEnv agents nothing to learn from)."""
+    dream = ConstantContinue(world_model, 0.8)
+    env = DreamEnv(dream, clips, max_steps=60)
+    env.reset(seed=0)
+    lengths = []
+    for _ in range(100):
+        env.reset()
+        t, done = 0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            t += 1
+            done = terminated or truncated
+        assert reward == 1.0
+        lengths.append(t)
+    assert 3.6 < np.mean(lengths) < 6.6 and max(lengths) < 60, np.mean(lengths)  # 5 +- 3.3 standard errors
+    env = DreamEnv(dream, clips, max_steps=6, termination="threshold")
+    env.reset(seed=0)
+    outcomes = [env.step(env.action_space.sample())[2:4] for _ in range(6)]
+    assert outcomes == [(False, False)] * 5 + [(False, True)]
+    with pytest.raises(WorldlineError, match="termination"):
+        DreamEnv(dream, clips, termination="sometimes")

@@ -41,6 +41,11 @@ class DreamEnv(gym.Env):
         observation: "frame" (uint8 image) or "latent" (the model's ``embed`` of the frame).
         reward_fn: reward for a model without a reward head; overrides the head when both exist.
         max_steps: steps before the episode is truncated.
+        termination: how the continue head ends an episode: "sample" ends it with probability
+            1 - continue at each step (drawn from the env's seeded generator; the dream's episode
+            lengths then follow the model, as DreamerV3's imagination weights them), "threshold"
+            ends it when continue < 0.5 (a deterministic dream; a model whose continue never dips
+            that low then never ends an episode, and an agent learns nothing about ends).
         episodes: dataset episodes to draw contexts from (default all; pass the held-out ones to
             keep the agent's starts out of the world model's training data).
     """
@@ -58,11 +63,15 @@ class DreamEnv(gym.Env):
         max_steps: int = 200,
         episodes: list[int] | None = None,
         render_mode: str | None = None,
+        termination: str = "sample",
     ):
         if observation not in ("frame", "latent"):
             raise WorldlineError(f"observation must be 'frame' or 'latent', got {observation!r}")
         if context_frames < 1 or max_steps < 1:
             raise WorldlineError(f"context_frames and max_steps must be >= 1, got {context_frames} and {max_steps}")
+        if termination not in ("sample", "threshold"):
+            raise WorldlineError(f"termination must be 'sample' or 'threshold', got {termination!r}")
+        self.termination = termination
         if render_mode not in (None, "rgb_array"):
             raise WorldlineError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.world_model = world_model.eval()
@@ -120,7 +129,7 @@ class DreamEnv(gym.Env):
         terminated = False
         if heads is not None:
             reward, cont = float(heads[0][0]), float(heads[1][0])
-            terminated = cont < 0.5
+            terminated = bool(self.np_random.random() >= cont) if self.termination == "sample" else cont < 0.5
         if self.reward_fn is not None:
             reward = float(self.reward_fn(previous, np.asarray(action), self._frame))
         truncated = self._t >= self.max_steps
