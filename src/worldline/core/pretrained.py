@@ -56,14 +56,20 @@ def read_pretrained_config(directory: str | os.PathLike) -> ModelConfig:
     return model_config_from_dict(raw, where=str(directory / CONFIG_NAME))
 
 
-def load_weights(module: torch.nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing or unreadable file is a one-line WorldlineError."""
     path = Path(path)
     if not path.is_file():
         raise WorldlineError(f"missing weights file: {path}")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise WorldlineError(f"{path}: unreadable safetensors file ({e})") from None
+
+
+def load_weights(module: torch.nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
+    path = Path(path)
+    state = read_weights(path)
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as e:  # tensor shapes differ: weights of another config (e.g. another tokenizer's vocabulary)

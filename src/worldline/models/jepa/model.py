@@ -109,20 +109,12 @@ class JEPAWorldModel(WorldModel):
 
     def prepare_for_training(self) -> None:
         """Load the pretrained encoder's EMA target weights from ``encoder_path`` and keep them frozen."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from worldline.core.pretrained import WEIGHTS_NAME
+        from worldline.core.pretrained import WEIGHTS_NAME, read_weights
 
         if not self.config.encoder_path:
             raise WorldlineError("model.encoder_path is required to train: a pretrained jepa_encoder dir")
         path = Path(self.config.encoder_path) / WEIGHTS_NAME
-        if not path.is_file():
-            raise WorldlineError(f"missing weights file: {path}")
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise WorldlineError(f"{path}: unreadable safetensors file ({e})") from None
+        state = read_weights(path)
         target = {k[len("target."):]: v for k, v in state.items() if k.startswith("target.")}
         missing, unexpected = self.encoder.load_state_dict(target, strict=False)
         if missing or unexpected or not target:
