@@ -202,9 +202,24 @@ def _data_cfg_of(ckpt: Path):
     return from_dict(DataConfig, run.get("data", {}), "data") if run.get("data") else DataConfig()
 
 
+def _set_sampling(model, temperature: float | None, top_k: int, top_p: float) -> None:
+    """Give a token model the sampling settings from the command line (greedy unless asked)."""
+    if temperature is None and top_k == 0 and top_p == 1.0:
+        return
+    if not hasattr(model, "sampling"):
+        raise WorldlineError(f"--temperature/--top-k/--top-p apply to token models (autoregressive); "
+                             f"this checkpoint is a {getattr(model, 'type_name', type(model).__name__)} model")
+    from worldline.models.autoregressive.decoding import Sampling
+
+    try:
+        model.sampling = Sampling(temperature=1.0 if temperature is None else temperature, top_k=top_k, top_p=top_p)
+    except ValueError as e:
+        raise WorldlineError(str(e)) from None
+
+
 @app.command("eval")
 def eval_(
-    suite: str = typer.Option(..., help="tokenizer or prediction."),
+    suite: str = typer.Option(..., help="tokenizer, prediction or game (sprites of a game's rollouts)."),
     ckpt: Path = typer.Option(..., help="A trained model directory (a run's final/)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset; held-out episodes are evaluated."),
     videos: Optional[Path] = typer.Option(None, help="tokenizer suite: also evaluate on a folder of real mp4 videos."),
@@ -212,12 +227,17 @@ def eval_(
     horizon: int = typer.Option(16, help="prediction suite: predicted frames."),
     max_windows: int = typer.Option(256, help="Windows evaluated at most."),
     out: Optional[Path] = typer.Option(None, help="Write the results as JSON here."),
+    temperature: Optional[float] = typer.Option(None, help="Token models: sample at this temperature (0 = greedy, the default)."),
+    top_k: int = typer.Option(0, help="Token models: sample among the k most likely ids (0 = all)."),
+    top_p: float = typer.Option(1.0, help="Token models: nucleus sampling mass."),
 ):
-    """Measure a model: tokenizer (PSNR, SSIM, frames/s) or prediction (per-step PSNR/SSIM vs baselines)."""
+    """Measure a model: tokenizer (PSNR, SSIM, frames/s), prediction (per-step PSNR/SSIM vs baselines)
+    or game (does the rollout keep the game's sprites alive and obey the actions?)."""
     from worldline.core.io import write_json
     from worldline.core.pretrained import load_pretrained
 
     model = load_pretrained(ckpt)
+    _set_sampling(model, temperature, top_k, top_p)
     data_cfg = _data_cfg_of(ckpt)
     if suite == "tokenizer":
         from worldline.eval.tokenizer import evaluate_dataset, evaluate_on_videos, format_table
@@ -237,8 +257,15 @@ def eval_(
             raise WorldlineError("prediction suite: give --data DIR")
         result = evaluate_prediction(model, data, context=context, horizon=horizon, max_windows=max_windows, data_cfg=data_cfg)
         console.print(format_table(result))
+    elif suite == "game":
+        from worldline.eval.game import evaluate_game, format_table
+
+        if data is None:
+            raise WorldlineError("game suite: give --data DIR")
+        result = evaluate_game(model, data, context=context, horizon=horizon, max_windows=max_windows, data_cfg=data_cfg)
+        console.print(format_table(result))
     else:
-        raise WorldlineError(f"unknown suite {suite!r} (known: tokenizer, prediction)")
+        raise WorldlineError(f"unknown suite {suite!r} (known: tokenizer, prediction, game)")
     if out is not None:
         write_json(out, result)
         console.print(f"results written to [bold]{out}[/bold]")
@@ -253,6 +280,9 @@ def rollout(
     context: int = typer.Option(4, help="Context frames."),
     horizon: int = typer.Option(16, help="Frames to predict."),
     start: int = typer.Option(0, help="Frame of the episode where the context starts."),
+    temperature: Optional[float] = typer.Option(None, help="Token models: sample at this temperature (0 = greedy, the default)."),
+    top_k: int = typer.Option(0, help="Token models: sample among the k most likely ids (0 = all)."),
+    top_p: float = typer.Option(1.0, help="Token models: nucleus sampling mass."),
 ):
     """Roll a world model out on episodes: real|predicted videos (mp4, gif) and per-step metrics."""
     from worldline.core.pretrained import load_pretrained
@@ -261,6 +291,7 @@ def rollout(
     from worldline.eval.rollout import write_rollouts
 
     model = load_pretrained(ckpt)
+    _set_sampling(model, temperature, top_k, top_p)
     ids = _parse_episodes(episodes)
     if ids is None:
         ds = Dataset(data)
