@@ -116,17 +116,17 @@ def test_game_suite_runs_on_a_recorded_breakout_dataset(tmp_path):
 
 
 def test_sampling_options_refuse_models_without_token_sampling():
-    from worldline.cli.main import _set_sampling
+    from worldline.cli.main import set_sampling
 
     cfg = RunConfig.from_dict(load_preset("wm-autoregressive", "debug")).model
     tok = {**to_dict(RunConfig.from_dict(load_preset("tokenizer-fsq", "debug")).model), "levels": [4, 4, 4]}
     model = build_model(dataclasses.replace(cfg, tokenizer=tok, image_size=(64, 64)))
-    _set_sampling(model, 0.8, 20, 0.9)
+    set_sampling(model, 0.8, 20, 0.9)
     assert (model.sampling.temperature, model.sampling.top_k, model.sampling.top_p) == (0.8, 20, 0.9)
     with pytest.raises(WorldlineError, match="temperature"):
-        _set_sampling(model, -1.0, 0, 1.0)
+        set_sampling(model, -1.0, 0, 1.0)
     base = RunConfig.from_dict(load_preset("wm-deterministic", "debug")).model
     cont = to_dict(RunConfig.from_dict(load_preset("tokenizer-continuous", "debug")).model)
     baseline = build_model(dataclasses.replace(base, tokenizer=cont, image_size=(64, 64)))
     with pytest.raises(WorldlineError, match="token models"):
-        _set_sampling(baseline, 1.0, 0, 1.0)
+        set_sampling(baseline, 1.0, 0, 1.0)

@@ -202,7 +202,7 @@ def _data_cfg_of(ckpt: Path):
     return from_dict(DataConfig, run.get("data", {}), "data") if run.get("data") else DataConfig()
 
 
-def _set_sampling(model, temperature: float | None, top_k: int, top_p: float) -> None:
+def set_sampling(model, temperature: float | None, top_k: int, top_p: float) -> None:
     """Give a token model the sampling settings from the command line (greedy unless asked)."""
     if temperature is None and top_k == 0 and top_p == 1.0:
         return
@@ -237,7 +237,7 @@ def eval_(
     from worldline.core.pretrained import load_pretrained
 
     model = load_pretrained(ckpt)
-    _set_sampling(model, temperature, top_k, top_p)
+    set_sampling(model, temperature, top_k, top_p)
     data_cfg = _data_cfg_of(ckpt)
     if suite == "tokenizer":
         from worldline.eval.tokenizer import evaluate_dataset, evaluate_on_videos, format_table
@@ -291,7 +291,7 @@ def rollout(
     from worldline.eval.rollout import write_rollouts
 
     model = load_pretrained(ckpt)
-    _set_sampling(model, temperature, top_k, top_p)
+    set_sampling(model, temperature, top_k, top_p)
     ids = _parse_episodes(episodes)
     if ids is None:
         ds = Dataset(data)

@@ -35,6 +35,8 @@ def play(
     encoding: str = typer.Option("jpeg", help="Frame encoding on the wire: jpeg, png, webp or raw."),
     max_sessions: int = typer.Option(4, help="Sessions played at once."),
     real_env: bool = typer.Option(True, help="Run the real world beside the dream where the dataset names a built-in one."),
+    temperature: Optional[float] = typer.Option(None, help="Token models: sample at this temperature (greedy by default; a game's ball may need sampling to move)."),
+    top_k: int = typer.Option(0, help="Token models: sample among the k most likely ids (0 = all)."),
 ):
     """Play a world model in the browser: keys, mouse or gamepad drive it; it answers frame by frame."""
     from rich.console import Console
@@ -71,6 +73,9 @@ def play(
     if not ckpt.is_dir():
         raise WorldlineError(f"--ckpt {ckpt}: no such checkpoint directory")
     world = World.load(ckpt, data, real_env=real_env)
+    from worldline.cli.main import set_sampling
+
+    set_sampling(world.model, temperature, top_k, 1.0)
     if world.dataset is not None and episode >= world.dataset.num_episodes:
         raise WorldlineError(f"--episode {episode} is outside the dataset (0..{world.dataset.num_episodes - 1})")
     if not _is_loopback(host):

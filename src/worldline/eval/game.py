@@ -188,7 +188,7 @@ def format_table(result: dict[str, Any]):
 
     table = Table(title=f"{result['env_id']}: sprites over {result['windows']} windows, horizon {result['horizon']}")
     table.add_column("frames")
-    for col in ("paddle err px", "ball visible", "ball moving", f"ball err px (1-4)"):
+    for col in ("paddle err px", "ball visible", "ball moving", "ball err px (1-4)"):
         table.add_column(col, justify="right")
     for name, m in result["rows"].items():
         table.add_row(name, f"{m['paddle_error_px']:.2f}", f"{m['ball_visible']:.2f}", f"{m['ball_moving']:.2f}",
