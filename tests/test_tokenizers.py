@@ -430,3 +430,24 @@ def test_small_continuous_preset_reaches_30db_on_held_out_pusht():
     out = evaluate_tokenizer(tok, [val[i : i + 100] for i in range(0, len(val), 100)])
     print(f"held-out PushT: {out}")
     assert out["psnr"] >= 30, out
+
+
+def test_hard_pixel_term_weighs_a_missed_sprite():
+    """A 1-px sprite the reconstruction misses is ~0.02% of the mean L1 but all of the hard term."""
+    from worldline.tokenizers.base import TokenizerConfig, reconstruction_loss
+
+    target = torch.full((2, 1, 3, 64, 64), -1.0)
+    target[:, :, 0, 10, 20] = 1.0  # one red pixel per frame
+    recon = torch.full_like(target, -1.0, requires_grad=True)
+    plain, logs = reconstruction_loss(recon, target, TokenizerConfig())
+    assert "hard" not in logs
+    cfg = TokenizerConfig(hard_weight=0.5, hard_fraction=0.01)
+    loss, logs = reconstruction_loss(recon, target, cfg)
+    k = round(0.01 * 64 * 64)
+    assert logs["hard"] == pytest.approx(2.0 / k)  # the one pixel's error (2) among the k worst
+    assert loss.item() == pytest.approx(plain.item() + 0.5 * 2.0 / k)
+    (plain_grad,) = torch.autograd.grad(plain, recon)
+    (hard_grad,) = torch.autograd.grad(loss, recon)
+    assert hard_grad[0, 0, 0, 10, 20] < 5 * plain_grad[0, 0, 0, 10, 20] < 0  # the missed pixel pulls 5x harder
+    with pytest.raises(ValueError, match="hard_fraction"):
+        TokenizerConfig(hard_fraction=0.0)

@@ -88,14 +88,14 @@ class AutoregressiveWorldModel(LatentWorldModel):
         config was built for: its token ids would mean something else."""
         from pathlib import Path
 
-        from worldline.core.config import to_dict
+        from worldline.core.config import model_config_from_dict, to_dict
         from worldline.core.pretrained import read_pretrained_config
 
         if self.config.tokenizer_path and Path(self.config.tokenizer_path).is_dir():
             on_disk = to_dict(read_pretrained_config(self.config.tokenizer_path))
-            if on_disk != self.config.tokenizer:
-                diff = sorted(k for k in set(on_disk) | set(self.config.tokenizer or {})
-                              if on_disk.get(k) != (self.config.tokenizer or {}).get(k))
+            mine = to_dict(model_config_from_dict(self.config.tokenizer, "model.tokenizer")) if self.config.tokenizer else {}
+            if on_disk != mine:  # both with defaults filled in, so a field added since is no mismatch
+                diff = sorted(k for k in set(on_disk) | set(mine) if on_disk.get(k) != mine.get(k))
                 raise WorldlineError(f"model.tokenizer_path={self.config.tokenizer_path} is not the tokenizer this "
                                      f"model was built with (model.tokenizer differs in: {', '.join(diff)})")
         super().prepare_for_training()
