@@ -104,7 +104,7 @@ def test_game_suite_runs_on_a_recorded_breakout_dataset(tmp_path):
     result = evaluate_game(model, data, context=2, horizon=4, max_windows=6, data_cfg=DataConfig(val_fraction=0.5),
                            progress=False)
     rows = result["rows"]
-    assert set(rows) == {"model", "shuffled_actions", "copy_last", "real"} and result["windows"] == 6
+    assert set(rows) == {"model", "shuffled_actions", "copy_last", "tokenizer", "real"} and result["windows"] == 6
     assert rows["real"]["paddle_error_px"] == 0 and rows["real"]["ball_visible"] in (0.0, 1.0)
     assert rows["copy_last"]["ball_moving"] in (0.0,) or np.isnan(rows["copy_last"]["ball_moving"])
     assert np.isfinite(rows["model"]["paddle_error_px"])

@@ -130,13 +130,13 @@ def evaluate_game(model, dataset_path: str | os.PathLike, *, context: int = 4, h
     """Roll ``model`` out on held-out windows of a game dataset and read the sprites of every frame.
 
     Rows: the model with the true actions, the model with actions shuffled across windows, the last
-    context frame copied (what a frozen model shows), and the real frames themselves (their ball
-    figures are the ceiling). Sampling models sample as they are set to (``model.sampling``).
+    context frame copied (what a frozen model shows), the real frames through the model's tokenizer
+    (a tokenizer that erases the ball caps every latent model) and the real frames themselves. Sampling models sample as they are set to (``model.sampling``).
     """
     from worldline.core.contracts import device_of
     from worldline.data.config import DataConfig
     from worldline.eval.metrics import to_uint8_frames
-    from worldline.eval.prediction import _derangement, _progress, _window_sampler, model_store
+    from worldline.eval.prediction import _derangement, _progress, _reconstruct, _tokenizer_of, _window_sampler, model_store
 
     data_cfg = data_cfg or DataConfig()
     ds, _ = model_store(model, dataset_path, data_cfg)
@@ -154,7 +154,10 @@ def evaluate_game(model, dataset_path: str | os.PathLike, *, context: int = 4, h
     device = device_of(model)
     K, H = context, horizon
     u8 = lambda x: to_uint8_frames(x).cpu().numpy()  # noqa: E731  (B, T, S, S, 3)
+    tokenizer = _tokenizer_of(model)
     frames: dict[str, list[np.ndarray]] = {"model": [], "shuffled_actions": [], "copy_last": [], "real": []}
+    if tokenizer is not None:
+        frames["tokenizer"] = []  # the real frames through the tokenizer: what the model could show at best
     torch.manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -168,6 +171,8 @@ def evaluate_game(model, dataset_path: str | os.PathLike, *, context: int = 4, h
             frames["shuffled_actions"].append(u8(model.rollout(ctx, shuffled, context_actions=ctx_actions).frames))
             frames["copy_last"].append(u8(ctx[:, -1:].expand(-1, H, -1, -1, -1)))
             frames["real"].append(u8(clip[:, K : K + H]))
+            if tokenizer is not None:
+                frames["tokenizer"].append(u8(_reconstruct(tokenizer, clip[:, K : K + H])))
     finally:
         model.train(was_training)
     stacked = {name: np.concatenate(f) for name, f in frames.items()}  # each (n, H, S, S, 3)
