@@ -15,7 +15,7 @@ from worldline.core.errors import WorldlineError  # noqa: E402
 from worldline.data.config import DataConfig  # noqa: E402
 from worldline.envs.policies import make_policy  # noqa: E402
 from worldline.envs.registry import make_env, resize_frame  # noqa: E402
-from worldline.eval.game import BreakoutReader, Sprites, evaluate_game, sprite_metrics  # noqa: E402
+from worldline.eval.game import BoxingReader, BreakoutReader, evaluate_game, game_metrics, track_metrics  # noqa: E402
 from worldline.train.config import RunConfig  # noqa: E402
 
 BALL_RED = (200, 72, 72)
@@ -57,39 +57,60 @@ def test_breakout_reader_places_paddle_and_ball_to_a_pixel(screens, size):
     got = BreakoutReader().read(frames)
     to_px = lambda v, scale: (v + 0.5) * scale - 0.5  # noqa: E731  screen pixel centre -> frame pixel centre
     sy, sx = size / 210, size / 160
-    want_paddle = to_px(paddle, sx)
     want_ball = np.stack([to_px(ball[:, 0], sy), to_px(ball[:, 1], sx)], axis=1)
 
-    assert not np.isnan(got.paddle_x).any()
-    assert np.abs(got.paddle_x - want_paddle).max() < 0.6 * size / 64
+    assert not np.isnan(got["paddle"]).any()
+    assert np.abs(got["paddle"][:, 1] - to_px(paddle, sx)).max() < 0.6 * size / 64
     real_seen = ~np.isnan(want_ball[:, 0])
-    seen = ~np.isnan(got.ball[:, 0])
+    seen = ~np.isnan(got["ball"][:, 0])
     assert real_seen.sum() > 60, "the expert's episode should have the ball in play most of the time"
     assert not (seen & ~real_seen).any(), "a ball was read where the screen has none"
     assert (seen & real_seen).sum() >= 0.9 * real_seen.sum()
-    assert np.nanmax(np.linalg.norm(got.ball - want_ball, axis=1)) < 0.7 * size / 64
+    assert np.nanmax(np.linalg.norm(got["ball"] - want_ball, axis=1)) < 0.7 * size / 64
 
 
-def test_sprite_metrics_tell_a_live_rollout_from_a_frozen_one(screens):
+def test_boxing_reader_follows_both_boxers():
+    import gymnasium as gym
+
+    env = gym.make("ALE/Boxing-v5")
+    obs, _ = env.reset(seed=1)
+    env.action_space.seed(1)
+    full = []
+    for _ in range(120):
+        obs, *_ = env.step(env.action_space.sample())
+        full.append(obs.copy())
+    env.close()
+    full = np.stack(full)
+    inner = full[:, 28:184, 27:133]  # the ring's inside, where only the boxers are drawn
+    got = BoxingReader().read(np.stack([resize_frame(f, 64) for f in full]))
+    moved = 0.0
+    for name, colour in (("player", (214, 214, 214)), ("opponent", (0, 0, 0))):
+        want = np.full((len(full), 2), np.nan)
+        for t, mask in enumerate(np.all(inner == colour, axis=-1)):
+            ys, xs = np.nonzero(mask)
+            want[t] = (ys.mean() + 28.5) * 64 / 210 - 0.5, (xs.mean() + 27.5) * 0.4 - 0.5
+        assert not np.isnan(got[name]).any()
+        assert np.linalg.norm(got[name] - want, axis=1).max() < 0.6
+        moved += np.linalg.norm(want[-1] - want[0])
+    assert moved > 3, "random boxing should move the boxers"
+
+
+def test_track_metrics_tell_a_live_rollout_from_a_frozen_one(screens):
     full, _, _ = screens
-    frames = np.stack([resize_frame(f, 64) for f in full])
-    s = BreakoutReader().read(frames)
-    H, n = 8, len(frames) // 8
-    windows = lambda a: a[: n * H].reshape(n, H, *a.shape[1:])  # noqa: E731
-    real = Sprites(windows(s.paddle_x), windows(s.ball))
-    frozen = Sprites(np.repeat(real.paddle_x[:, :1], H, 1), np.repeat(real.ball[:, :1], H, 1))
+    tracks = BreakoutReader().read(np.stack([resize_frame(f, 64) for f in full]))
+    H, n = 8, len(full) // 8
+    real = {k: v[: n * H].reshape(n, H, 2) for k, v in tracks.items()}
+    frozen = {k: np.repeat(v[:, :1], H, 1) for k, v in real.items()}
 
-    oracle = sprite_metrics(real, real, 64)
-    assert oracle["paddle_error_px"] == 0 and oracle["ball_error_px"] == 0
-    assert oracle["ball_visible"] == 1 and oracle["ball_moving"] == 1 and oracle["ball_pairs"] > 20
-    still = sprite_metrics(real, frozen, 64)
-    assert still["ball_moving"] == 0 and still["ball_error_px"] > 1 and still["paddle_error_px"] > 0.5
-    gone = sprite_metrics(real, Sprites(real.paddle_x, np.full_like(real.ball, np.nan)), 64)
-    assert gone["ball_visible"] == 0 and np.isnan(gone["ball_moving"])
+    oracle = game_metrics(BreakoutReader(), real, real, 64)
+    for m in oracle.values():
+        assert m["error_px"] == 0 and m["visible"] == 1 and m["moving"] == 1
+    still = game_metrics(BreakoutReader(), real, frozen, 64)
+    assert still["ball"]["moving"] == 0 and still["ball"]["error_px"] > 1 and still["paddle"]["error_px"] > 0.5
+    gone = track_metrics(real["ball"], np.full_like(real["ball"], np.nan), 64)
+    assert gone["visible"] == 0 and gone["moving"] == 0 and np.isnan(gone["error_px"])
     # the same rollout read at twice the size scores the same in 64-px units
-    double = Sprites(real.paddle_x * 2, real.ball * 2)
-    shifted = Sprites(frozen.paddle_x * 2, frozen.ball * 2)
-    assert sprite_metrics(double, shifted, 128)["paddle_error_px"] == pytest.approx(still["paddle_error_px"])
+    assert track_metrics(real["paddle"] * 2, frozen["paddle"] * 2, 128)["error_px"] == pytest.approx(still["paddle"]["error_px"])
 
 
 def test_game_suite_runs_on_a_recorded_breakout_dataset(tmp_path):
@@ -105,9 +126,9 @@ def test_game_suite_runs_on_a_recorded_breakout_dataset(tmp_path):
                            progress=False)
     rows = result["rows"]
     assert set(rows) == {"model", "shuffled_actions", "copy_last", "tokenizer", "real"} and result["windows"] == 6
-    assert rows["real"]["paddle_error_px"] == 0 and rows["real"]["ball_visible"] in (0.0, 1.0)
-    assert rows["copy_last"]["ball_moving"] in (0.0,) or np.isnan(rows["copy_last"]["ball_moving"])
-    assert np.isfinite(rows["model"]["paddle_error_px"])
+    assert rows["real"]["paddle"]["error_px"] == 0 and rows["real"]["paddle"]["visible"] == 1
+    assert rows["copy_last"]["ball"]["moving"] == 0 or np.isnan(rows["copy_last"]["ball"]["moving"])
+    assert set(rows["model"]) == {"paddle", "ball"} and result["controlled"] == "paddle"
 
     pusht = record("pusht", 2, tmp_path / "pt", max_steps=12, progress=False)
     cont = dataclasses.replace(cfg, action_space=ActionSpec(kind="continuous", dim=2, low=[0, 0], high=[512, 512]))

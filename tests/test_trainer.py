@@ -505,3 +505,24 @@ def _main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+def test_init_from_starts_a_run_from_another_models_weights(tmp_path):
+    from worldline.core.config import build_model, load_preset
+    from worldline.train.run import _init_from
+
+    tok_cfg = RunConfig.from_dict(load_preset("tokenizer-fsq", "debug")).model
+    torch.manual_seed(0)
+    trained = build_model(tok_cfg)
+    trained.save_pretrained(tmp_path / "tok")
+    torch.manual_seed(1)
+    fresh = build_model(tok_cfg)
+    assert any(not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
+    _init_from(fresh, str(tmp_path / "tok"))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
+
+    other = build_model(RunConfig.from_dict(load_preset("tokenizer-continuous", "debug")).model)
+    with pytest.raises(WorldlineError, match="holds a fsq model, this run trains a continuous model"):
+        _init_from(other, str(tmp_path / "tok"))
+    with pytest.raises(WorldlineError, match="not found"):
+        _init_from(fresh, str(tmp_path / "nowhere"))

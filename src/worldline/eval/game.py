@@ -2,41 +2,59 @@
 
 PSNR says little about a game: in Breakout at 64x64 the ball is one or two pixels, so a model that
 freezes the ball and the paddle still scores 32 dB. This suite reads the sprites that make the game
-(the paddle, the ball) off real and predicted frames and asks what a player would ask:
+off real and predicted frames and asks what a player would ask:
 
-- does the controlled sprite go where the actions send it? (paddle error in px, against copy-last
-  and against the same model fed shuffled actions);
-- is the ball still there, and does it keep moving? (visible and moving fractions, against the
-  real frames);
-- does it move the right way? (ball position error over the first steps, against copy-last).
+- does the sprite the player controls go where the actions send it? (its position error, against
+  copy-last and against the same model fed shuffled actions);
+- are the other moving sprites still there, and do they keep moving? (visible and moving fractions);
+- do they move the right way? (their position error over the first steps, against copy-last).
 
-A reader is a small class per game keyed by gymnasium id; :data:`READERS` lists them. Readers work on
-the recorded frames (any square size; positions are returned in pixels of that size).
+A reader is a small class per game keyed by gymnasium id (:data:`READERS`). It returns named tracks,
+each (T, 2) (row, column) in pixels of the frame, nan where the sprite is not seen, and says which
+track the player controls. Readers work on frames of any square size.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
 import numpy as np
 import torch
-from einops import rearrange
 
 from worldline.core.errors import WorldlineError
 
-MOVE_PX = 0.5  # a ball that shifts less than this between frames (in 64-px units) counts as frozen
+MOVE_PX = 0.5  # a sprite that shifts less than this between frames (in 64-px units) counts as frozen
+EARLY_STEPS = 4  # free sprites are scored over the first steps only, before a bounce no model could know
+
+Tracks = dict[str, np.ndarray]  # name -> (..., T, 2) positions (row, column), nan where unseen
 
 
-@dataclasses.dataclass
-class Sprites:
-    paddle_x: np.ndarray  # (T,) the paddle's centre column in px, nan where none is seen
-    ball: np.ndarray  # (T, 2) the ball's centre (row, column) in px, nan where none is seen
+def _check(frames: np.ndarray, game: str) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1] != frames.shape[2]:
+        raise WorldlineError(f"{game} reader needs (T, S, S, 3) frames, got shape {frames.shape}")
+    return frames.astype(np.float32)
+
+
+def _centroids(weight: np.ndarray, rows: np.ndarray, cols: np.ndarray, min_mass: float) -> np.ndarray:
+    """Weight (T, R, C) over a region -> (T, 2) weighted centre, nan where the mass is below ``min_mass``."""
+    mass = weight.sum((1, 2))
+    y = (weight.sum(2) * rows).sum(1) / np.maximum(mass, 1e-6)
+    x = (weight.sum(1) * cols).sum(1) / np.maximum(mass, 1e-6)
+    return np.where((mass > min_mass)[:, None], np.stack([y, x], axis=1), np.nan).astype(np.float32)
+
+
+def _region(size: int, screen: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]):
+    """Screen rows/cols [lo, hi) -> the pixel rows/cols of a size x size frame that lie inside them."""
+    sy, sx = size / screen[0], size / screen[1]
+    r = np.arange(int(np.ceil(rows[0] * sy)), int(np.floor(rows[1] * sy)), dtype=np.float32)
+    c = np.arange(int(np.ceil(cols[0] * sx)), int(np.floor(cols[1] * sx)), dtype=np.float32)
+    return r, c, sy * sx
 
 
 class BreakoutReader:
-    """Paddle and ball of Atari Breakout (ALE/Breakout-v5), read from frames of any square size.
+    """Paddle (controlled) and ball of Atari Breakout (ALE/Breakout-v5).
 
     Geometry of the 210x160 screen: the paddle occupies rows 189-192, the playfield columns 8-151,
     the bricks rows 57-92; the ball and the paddle share one colour, (200, 72, 72). "Redness"
@@ -46,45 +64,63 @@ class BreakoutReader:
     (or by a tokenizer) is still placed to a fraction of a pixel.
     """
 
-    env_id = "ALE/Breakout-v5"
+    env_ids = ("ALE/Breakout-v5", "breakout")
+    controlled = "paddle"
     screen = (210, 160)
     paddle_rows = (189, 193)  # [lo, hi) in screen rows
     ball_rows = (94, 188)  # below the bricks, above the paddle
     columns = (8, 152)
     min_redness = 12.0  # per pixel: below this it is blur or tokenizer noise
-    min_mass = 0.3  # a sprite must carry this fraction of a full-intensity ball's redness to count
+    min_mass = 0.3  # a sprite must carry this share of a full-intensity ball's redness to count
 
-    def read(self, frames: np.ndarray) -> Sprites:
-        """(T, S, S, 3) uint8 frames -> the sprites in each."""
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1] != frames.shape[2]:
-            raise WorldlineError(f"Breakout reader needs (T, S, S, 3) frames, got shape {frames.shape}")
-        S = frames.shape[1]
-        f = frames.astype(np.float32)
+    def read(self, frames: np.ndarray) -> Tracks:
+        """(T, S, S, 3) uint8 frames -> {"paddle", "ball"} tracks (T, 2)."""
+        f = _check(frames, "Breakout")
+        S = f.shape[1]
         redness = np.clip(f[..., 0] - np.maximum(f[..., 1], f[..., 2]), 0, None)  # (T, S, S)
         redness[redness < self.min_redness] = 0
-        sy, sx = S / self.screen[0], S / self.screen[1]
-        c0, c1 = int(np.ceil(self.columns[0] * sx)), int(np.floor(self.columns[1] * sx))
-        ball_mass = 128.0 * 8 * sy * sx  # the 2x4-px ball at full intensity, in this frame size
-        cols = np.arange(c0, c1, dtype=np.float32)
-
+        rows, cols, area = _region(S, self.screen, self.ball_rows, self.columns)
+        ball_mass = 128.0 * 8 * area  # the 2x4-px ball at full intensity, in this frame size
+        r0, c0 = int(rows[0]), int(cols[0])
+        ball = _centroids(redness[:, r0 : r0 + len(rows), c0 : c0 + len(cols)], rows, cols, self.min_mass * ball_mass)
+        sy = S / self.screen[0]
         p0, p1 = int(np.floor(self.paddle_rows[0] * sy)), int(np.ceil(self.paddle_rows[1] * sy))
-        band = redness[:, p0:p1, c0:c1].sum(1)  # (T, C)
-        mass = band.sum(1)
-        paddle = np.where(mass > self.min_mass * ball_mass, (band * cols).sum(1) / np.maximum(mass, 1e-6), np.nan)
-
-        b0, b1 = int(np.ceil(self.ball_rows[0] * sy)), int(np.floor(self.ball_rows[1] * sy))
-        area = redness[:, b0:b1, c0:c1]  # (T, R, C)
-        mass = area.sum((1, 2))
-        rows = np.arange(b0, b1, dtype=np.float32)
-        by = (area.sum(2) * rows).sum(1) / np.maximum(mass, 1e-6)
-        bx = (area.sum(1) * cols).sum(1) / np.maximum(mass, 1e-6)
-        seen = mass > self.min_mass * ball_mass
-        ball = np.where(seen[:, None], np.stack([by, bx], axis=1), np.nan)
-        return Sprites(paddle.astype(np.float32), ball.astype(np.float32))
+        prow = np.arange(p0, p1, dtype=np.float32)
+        paddle = _centroids(redness[:, p0:p1, c0 : c0 + len(cols)], prow, cols, self.min_mass * ball_mass)
+        paddle[:, 0] = np.where(np.isnan(paddle[:, 0]), np.nan, (self.paddle_rows[0] + self.paddle_rows[1]) / 2 * sy - 0.5)
+        return {"paddle": paddle, "ball": ball}
 
 
-READERS: dict[str, type] = {BreakoutReader.env_id: BreakoutReader, "breakout": BreakoutReader}
+class BoxingReader:
+    """The player's (white, controlled) and the opponent's (black) boxer of Atari Boxing (ALE/Boxing-v5).
+
+    Inside the ring (screen rows 28-184, columns 27-132 of 210x160) there are three colours: the green
+    canvas (110, 156, 66), the white boxer (214, 214, 214) and the black one. "Whiteness"
+    (min(R, G, B) - 66) and "darkness" (156 - max(R, G, B)) are 0 on the canvas and the ring ropes and
+    largest on each boxer; the scores and clock, drawn in the same colours, lie outside the ring.
+    """
+
+    env_ids = ("ALE/Boxing-v5", "boxing")
+    controlled = "player"
+    screen = (210, 160)
+    rows = (28, 184)
+    columns = (27, 133)
+    min_mass = 40.0  # screen pixels of full colour: a boxer has ~300, an arm alone ~30
+
+    def read(self, frames: np.ndarray) -> Tracks:
+        """(T, S, S, 3) uint8 frames -> {"player", "opponent"} tracks (T, 2)."""
+        f = _check(frames, "Boxing")
+        rows, cols, area = _region(f.shape[1], self.screen, self.rows, self.columns)
+        r0, c0 = int(rows[0]), int(cols[0])
+        f = f[:, r0 : r0 + len(rows), c0 : c0 + len(cols)]
+        white = np.clip((f.min(-1) - 66.0) / (214 - 66), 0, 1)
+        dark = np.clip((156.0 - f.max(-1)) / 156, 0, 1)
+        white[white < 0.1], dark[dark < 0.1] = 0, 0  # blur at the canvas' edge
+        m = self.min_mass * area
+        return {"player": _centroids(white, rows, cols, m), "opponent": _centroids(dark, rows, cols, m)}
+
+
+READERS: dict[str, type] = {env_id: cls for cls in (BreakoutReader, BoxingReader) for env_id in cls.env_ids}
 
 
 def reader_for(env_id: str | None):
@@ -93,34 +129,29 @@ def reader_for(env_id: str | None):
     return READERS[env_id]()
 
 
-def sprite_metrics(real: Sprites, pred: Sprites, size: int, ball_steps: int = 4) -> dict[str, float]:
-    """Compare predicted sprites with the real ones over a horizon (arrays of shape (N, H[, 2])).
-
-    Pixel figures are rescaled to 64-px units so they read the same at any resolution.
-    ``ball_steps``: the ball's error is taken over the first steps only, before the real ball has had
-    time to bounce somewhere no model could know.
-    """
+def track_metrics(real: np.ndarray, pred: np.ndarray, size: int, steps: int | None = None) -> dict[str, float]:
+    """Predicted positions (N, H, 2) against the real ones: error (64-px units, frames where both are
+    seen, the first ``steps`` steps when given), share of the real sightings also seen in the
+    prediction, and share of the steps where the real sprite moved in which the predicted one moved too."""
     unit = 64.0 / size
-    paddle_err = np.abs(pred.paddle_x - real.paddle_x) * unit  # (N, H)
-    real_seen = ~np.isnan(real.ball[..., 0])
-    pred_seen = ~np.isnan(pred.ball[..., 0])
-    both = real_seen & pred_seen
-    moved = np.linalg.norm(np.diff(pred.ball, axis=1), axis=-1) * unit  # (N, H-1), nan unless seen twice
-    real_moved = np.linalg.norm(np.diff(real.ball, axis=1), axis=-1) * unit
-    pairs = ~np.isnan(moved) & ~np.isnan(real_moved) & (real_moved >= MOVE_PX)  # the real ball moved here
-    ball_err = np.linalg.norm(pred.ball - real.ball, axis=-1)[:, :ball_steps] * unit
+    real_seen, pred_seen = ~np.isnan(real[..., 0]), ~np.isnan(pred[..., 0])
+    err = np.linalg.norm(pred - real, axis=-1) * unit  # (N, H), nan unless both are seen
+    if steps is not None:
+        err = err[:, :steps]
+    moved = np.linalg.norm(np.diff(pred, axis=1), axis=-1) * unit  # (N, H-1)
+    real_moved = np.linalg.norm(np.diff(real, axis=1), axis=-1) * unit
+    live = ~np.isnan(real_moved) & (real_moved >= MOVE_PX)  # steps where the real sprite moved
     return {
-        "paddle_error_px": _nanmean(np.where(np.isnan(real.paddle_x), np.nan, np.nan_to_num(paddle_err, nan=size * unit))),
-        "ball_visible": float(both.sum() / max(real_seen.sum(), 1)),
-        "ball_moving": float((moved[pairs] >= MOVE_PX).mean()) if pairs.any() else float("nan"),
-        "ball_error_px": _nanmean(ball_err),
-        "ball_pairs": int(pairs.sum()),
+        "error_px": float(np.nanmean(err)) if np.isfinite(err).any() else float("nan"),
+        "visible": float((real_seen & pred_seen).sum() / max(real_seen.sum(), 1)),
+        "moving": float((np.nan_to_num(moved[live], nan=0.0) >= MOVE_PX).mean()) if live.any() else float("nan"),
     }
 
 
-def _nanmean(x: np.ndarray) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+def game_metrics(reader, real: Tracks, pred: Tracks, size: int) -> dict[str, dict[str, float]]:
+    """Every track of a reader: the controlled one over the whole horizon, the others over the first steps."""
+    return {name: track_metrics(real[name], pred[name], size, None if name == reader.controlled else EARLY_STEPS)
+            for name in real}
 
 
 @torch.no_grad()
@@ -131,7 +162,8 @@ def evaluate_game(model, dataset_path: str | os.PathLike, *, context: int = 4, h
 
     Rows: the model with the true actions, the model with actions shuffled across windows, the last
     context frame copied (what a frozen model shows), the real frames through the model's tokenizer
-    (a tokenizer that erases the ball caps every latent model) and the real frames themselves. Sampling models sample as they are set to (``model.sampling``).
+    (a tokenizer that erases the ball caps every latent model) and the real frames themselves.
+    Sampling models sample as they are set to (``model.sampling``).
     """
     from worldline.core.contracts import device_of
     from worldline.data.config import DataConfig
@@ -178,24 +210,28 @@ def evaluate_game(model, dataset_path: str | os.PathLike, *, context: int = 4, h
     stacked = {name: np.concatenate(f) for name, f in frames.items()}  # each (n, H, S, S, 3)
     S = stacked["real"].shape[2]
     truth = _read_all(reader, stacked["real"])
-    rows = {name: sprite_metrics(truth, _read_all(reader, f), S) for name, f in stacked.items()}
-    return {"dataset": str(dataset_path), "env_id": ds.env_id, "windows": int(n), "context": K, "horizon": H, "rows": rows}
+    rows = {name: game_metrics(reader, truth, _read_all(reader, f), S) for name, f in stacked.items()}
+    return {"dataset": str(dataset_path), "env_id": ds.env_id, "controlled": reader.controlled, "windows": int(n),
+            "context": K, "horizon": H, "rows": rows}
 
 
-def _read_all(reader, frames: np.ndarray) -> Sprites:
+def _read_all(reader, frames: np.ndarray) -> Tracks:
+    """(N, H, S, S, 3) -> tracks (N, H, 2)."""
     N, H = frames.shape[:2]
-    s = reader.read(frames.reshape(N * H, *frames.shape[2:]))
-    return Sprites(s.paddle_x.reshape(N, H), s.ball.reshape(N, H, 2))
+    return {name: t.reshape(N, H, 2) for name, t in reader.read(frames.reshape(N * H, *frames.shape[2:])).items()}
 
 
 def format_table(result: dict[str, Any]):
     from rich.table import Table
 
-    table = Table(title=f"{result['env_id']}: sprites over {result['windows']} windows, horizon {result['horizon']}")
+    table = Table(title=f"{result['env_id']}: sprites over {result['windows']} windows, horizon {result['horizon']} "
+                        f"(error in 64-px units; {result['controlled']} is the controlled one)")
     table.add_column("frames")
-    for col in ("paddle err px", "ball visible", "ball moving", "ball err px (1-4)"):
-        table.add_column(col, justify="right")
+    tracks = list(next(iter(result["rows"].values())))
+    for t in tracks:
+        span = "" if t == result["controlled"] else f" 1-{EARLY_STEPS}"
+        for col in (f"{t} err{span}", f"{t} visible", f"{t} moving"):
+            table.add_column(col, justify="right")
     for name, m in result["rows"].items():
-        table.add_row(name, f"{m['paddle_error_px']:.2f}", f"{m['ball_visible']:.2f}", f"{m['ball_moving']:.2f}",
-                      f"{m['ball_error_px']:.2f}")
+        table.add_row(name, *[f"{m[t][k]:.2f}" for t in tracks for k in ("error_px", "visible", "moving")])
     return table

@@ -25,6 +25,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
     compile: bool = False  # torch.compile the model (pays off on GPU for long runs)
     seed: int = 0
+    init_from: str = ""  # a save_pretrained dir (e.g. runs/x/final) whose weights start the run: fine-tuning with a changed loss or data
     log_every: int = 10  # steps between logged training metrics
     eval_every: int = 200  # steps between validation passes; 0 disables
     eval_batches: int = 4  # validation batches per pass

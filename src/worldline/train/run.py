@@ -57,6 +57,8 @@ def train(run_config: RunConfig, out_dir: str | os.PathLike, resume: bool = True
         if callable(prepare):
             prepare()
         cfg = dataclasses.replace(cfg, model=getattr(model, "config", cfg.model))
+        if cfg.train.init_from:
+            _init_from(model, cfg.train.init_from)
         if resume and info.is_main:
             check_run_dir(out_dir, cfg.to_dict())  # before the (possibly long) cache build
 
@@ -83,3 +85,14 @@ def train(run_config: RunConfig, out_dir: str | os.PathLike, resume: bool = True
     finally:
         if owns_group:
             D.cleanup()
+
+
+def _init_from(model, directory: str) -> None:
+    """Start from the weights of a trained model of the same type (a checkpoint resumed later overrides them)."""
+    from worldline.core.pretrained import WEIGHTS_NAME, load_weights, read_pretrained_config
+
+    other = read_pretrained_config(directory)
+    if type(other) is not type(model.config):
+        raise WorldlineError(f"train.init_from={directory} holds a {type(other).type_name()} model, "
+                             f"this run trains a {type(model.config).type_name()} model")
+    load_weights(model, Path(directory) / WEIGHTS_NAME)
