@@ -147,6 +147,18 @@ def test_a_lagging_critic_does_not_collapse_the_policy():
     assert min(log["entropy"] for log in logs) > 0.6, [round(log["entropy"], 3) for log in logs]
 
 
+def test_actor_warmup_trains_the_critic_alone():
+    torch.manual_seed(0)
+    agent = ActorCritic(3, "discrete", 2, ActorCriticConfig(horizon=5, hidden=16, actor_lr=3e-3, critic_lr=3e-3))
+    trainer, starts = ImaginationTrainer(agent), toy_starts(16, 2)
+    actor, critic = [p.clone() for p in agent.actor.parameters()], [p.clone() for p in agent.critic.parameters()]
+    trainer.train(ToyDream("bandit"), starts, train_actor=False)
+    assert all(torch.equal(a, b) for a, b in zip(actor, agent.actor.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(critic, agent.critic.parameters()))
+    trainer.train(ToyDream("bandit"), starts)
+    assert any(not torch.equal(a, b) for a, b in zip(actor, agent.actor.parameters()))
+
+
 @pytest.mark.parametrize("actor_grad", ["reinforce", "dynamics"])
 def test_actor_critic_learns_a_continuous_target(actor_grad):
     torch.manual_seed(0)
@@ -281,6 +293,8 @@ def test_dreamer_cli_end_to_end_on_the_debug_preset(tmp_path):
     wm, agent = load_pretrained(out / "world_model"), load_agent(out / "agent")
     assert isinstance(wm, RSSMWorldModel) and wm.action_spec.n == 2
     assert evaluate_agent(wm, agent, "CartPole-v1", 1, 10_000, 20) == [summary["final_returns"][0]]  # reloaded agent acts the same
+    assert evaluate_agent(wm, agent, "CartPole-v1", 1, 10_000, 20, explore=True) == [summary["final_sample_returns"][0]]
+    assert len(summary["evals"][0]) == 3  # env steps, mode mean, sampled mean
     from worldline.data.format import Dataset
 
     ds = Dataset(tmp_path / "data")
@@ -316,4 +330,5 @@ def test_cli_bad_input(tmp_path):
     assert "--set 'foo.bar=1'" in error("--set", "foo.bar=1")
     assert "rssm family" in error("--preset", "wm-deterministic", "--size", "debug")
     assert "gamma" in error("--size", "debug", "--set", "agent.gamma=2")
+    assert "actor_warmup" in error("--size", "debug", "--actor-warmup", "-1")
     assert "unknown env id" in CliRunner().invoke(app, ["vmc", "--env", "NoSuchWorld-v9", "--out", str(tmp_path / "y")]).exception.args[0]

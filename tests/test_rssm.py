@@ -142,6 +142,33 @@ def test_memory_restarts_at_episode_starts():
     assert not torch.allclose(whole["arrive"][:, 2], torch.cat([whole["h"][:, 3], whole["z"][:, 3]], -1))
 
 
+def test_heads_read_the_state_a_dream_reaches_on_every_transition():
+    """Reward/continue heads must read (h_{t+1}, prior sample) on every transition, as in a dream:
+    terminal transitions have no next frame, so heads that read posteriors elsewhere learn
+    "prior-looking = the episode ends" (CartPole: continue 0.85 on every dreamt state)."""
+    model = debug_model()
+    S, K, D = model.config.stoch, model.config.classes, model.config.deter
+
+    def peaked(h, k):  # log-probs (B, S, K) with all mass on class k
+        logits = torch.full((h.shape[0], S, K), -30.0)
+        logits[..., k] = 0.0
+        return logits.log_softmax(-1)
+
+    img_step = model.core.img_step
+    model.core.img_step = lambda h, z, a: (img_step(h, z, a)[0], peaked(h, K - 1))
+    model.core.posterior = lambda h, embed: peaked(h, 0)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(2, 5, 3, 64, 64, generator=g) * 2 - 1
+    actions = model.actions(torch.randint(0, 3, (2, 5, 1), generator=g).float())
+    with torch.no_grad():
+        out = model.observe(frames, actions)
+    posterior_class = out["z"].reshape(2, 5, S, K).argmax(-1)  # (B, T, S)
+    arrive_class = out["arrive"][..., D:].reshape(2, 5, S, K).argmax(-1)
+    assert (posterior_class == 0).all() and (arrive_class == K - 1).all()
+    h_next = torch.stack([img_step(out["h"][:, t], out["z"][:, t], actions[:, t])[0] for t in range(5)], 1)
+    torch.testing.assert_close(out["arrive"][..., :D], h_next)
+
+
 def test_heads_learn_reward_and_termination():
     model = debug_model(deter=32, hidden=32).train()
     g = torch.Generator().manual_seed(0)

@@ -46,7 +46,8 @@ class DreamerConfig:
     sequence_length: int = 32  # replayed window length (overrides the model preset's)
     model_lr: float = 1e-3  # see presets/wm-rssm.yaml: at 3e-4 the reward head stayed at the mean for 300+ updates
     model_grad_clip: float = 100.0
-    eval_every: int = 2000  # env steps between evaluation episodes with the policy's mode; 0 disables
+    actor_warmup: int = 150  # updates that train only the model and critic: until the reward/continue heads and the critic have learned, the advantages are ~1e-3 and action-independent, yet Adam turns their consistent sign into full-size steps and the policy collapses to one action within 50 updates
+    eval_every: int = 2000  # env steps between evaluations (policy mode and sampled policy); 0 disables
     eval_episodes: int = 5
     max_episode_steps: int = 500  # cap of a real episode
     seed: int = 0
@@ -57,5 +58,7 @@ class DreamerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)=}")
         if not 0 <= self.prefill <= self.env_steps:
             raise ValueError(f"prefill must be in [0, env_steps], got {self.prefill=} {self.env_steps=}")
+        if self.actor_warmup < 0:
+            raise ValueError(f"actor_warmup must be >= 0, got {self.actor_warmup=}")
         if self.sequence_length < 2:
             raise ValueError(f"sequence_length must be >= 2, got {self.sequence_length=}")

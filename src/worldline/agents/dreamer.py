@@ -1,6 +1,7 @@
 """The online Dreamer loop (``worldline dreamer --env ID``): act in the real env, add the step to the
 replay, train the world model on replayed windows, train the agent in imagination from the model's
-posterior states; evaluate the policy's mode against a random policy on the same seeds.
+posterior states (the actor only after ``actor_warmup`` updates); evaluate the policy's mode and
+samples from the policy against a random policy on the same seeds.
 
 Outputs in ``out_dir``: ``world_model/`` (save_pretrained), ``agent/`` (safetensors + JSON),
 ``metrics.jsonl`` (every episode and update log), ``summary.json``, ``curve.png``, and with
@@ -91,22 +92,27 @@ def run_episodes(env_id: str, act: Callable[[np.ndarray, Any], Any], episodes: i
 
 
 def evaluate_agent(world_model: RSSMWorldModel, agent: ActorCritic, env_id: str, episodes: int, seed: int,
-                   max_steps: int, resolution: int = 64) -> list[float]:
-    """Returns of the policy's mode (no exploration noise) in the real env."""
+                   max_steps: int, resolution: int = 64, explore: bool = False) -> list[float]:
+    """Returns in the real env of the policy's mode, or with ``explore`` of samples from it (the mode of a
+    policy that is still near uniform is one constant action: 9 steps on CartPole, below random).
+    Latent and action samples are drawn under a torch seed of ``seed``: the same agent gives the same
+    returns, and the caller's random stream is left as it was."""
     player = Player(world_model, agent)
     last: dict[str, torch.Tensor] = {}
 
     def act(frame, env):
         if "feats" in last:
             player.observe(frame, last["feats"])
-        action, _, last["feats"] = player.act(explore=False)
+        action, _, last["feats"] = player.act(explore=explore)
         return action
 
     def reset(frame):
         last.clear()
         player.reset(frame)
 
-    return run_episodes(env_id, act, episodes, seed, max_steps, resolution, reset)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return run_episodes(env_id, act, episodes, seed, max_steps, resolution, reset)
 
 
 def random_returns(env_id: str, episodes: int, seed: int, max_steps: int, resolution: int = 64) -> list[float]:
@@ -214,16 +220,18 @@ def train_dreamer(env_id: str, model_config, agent_config: ActorCriticConfig, co
                 player.observe(frame, feats)
 
             if step + 1 >= config.prefill and len(replay) >= config.sequence_length and (step + 1) % config.train_every == 0:
-                logs = train_step(wm, wm_opt, behaviour, replay.sample(config.batch_size, config.sequence_length, rng), config.model_grad_clip)
+                logs = train_step(wm, wm_opt, behaviour, replay.sample(config.batch_size, config.sequence_length, rng), config.model_grad_clip,
+                                  train_actor=updates >= config.actor_warmup)
                 updates += 1
                 if updates % 50 == 0:
                     emit({"kind": "update", "env_steps": step + 1, "updates": updates,
                           "seconds": time.perf_counter() - start, **logs})
             if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 > config.prefill:
                 returns = evaluate_agent(wm, agent, env_id, config.eval_episodes, 10_000 + config.seed, config.max_episode_steps, resolution)
-                evals.append((step + 1, float(np.mean(returns))))
+                sampled = evaluate_agent(wm, agent, env_id, config.eval_episodes, 10_000 + config.seed, config.max_episode_steps, resolution, explore=True)
+                evals.append((step + 1, float(np.mean(returns)), float(np.mean(sampled))))
                 emit({"kind": "eval", "env_steps": step + 1, "returns": returns, "mean": float(np.mean(returns)),
-                      "seconds": time.perf_counter() - start})
+                      "sample_returns": sampled, "sample_mean": float(np.mean(sampled)), "seconds": time.perf_counter() - start})
             bar(step + 1, None)
     finally:
         bar.close()
@@ -231,6 +239,8 @@ def train_dreamer(env_id: str, model_config, agent_config: ActorCriticConfig, co
         env.close()
 
     final = evaluate_agent(wm, agent, env_id, config.eval_episodes, 10_000 + config.seed, config.max_episode_steps, resolution)
+    final_sampled = evaluate_agent(wm, agent, env_id, config.eval_episodes, 10_000 + config.seed, config.max_episode_steps,
+                                   resolution, explore=True)
     wm.save_pretrained(out_dir / "world_model")
     save_agent(agent, out_dir / "agent")
     if save_data:
@@ -238,7 +248,9 @@ def train_dreamer(env_id: str, model_config, agent_config: ActorCriticConfig, co
     summary = {
         "env": env_id, "seed": config.seed, "env_steps": config.env_steps, "updates": updates,
         "seconds": time.perf_counter() - start, "random_mean": float(np.mean(baseline)), "random_returns": baseline,
-        "final_mean": float(np.mean(final)), "final_returns": final, "evals": evals,
+        "final_mean": float(np.mean(final)), "final_returns": final,
+        "final_sample_mean": float(np.mean(final_sampled)), "final_sample_returns": final_sampled,
+        "evals": evals,  # (env steps, mean return of the policy's mode, of samples from the policy)
     }
     write_json(out_dir / "summary.json", summary)
     plot_curve(out_dir / "metrics.jsonl", out_dir / "curve.png")
@@ -246,7 +258,7 @@ def train_dreamer(env_id: str, model_config, agent_config: ActorCriticConfig, co
 
 
 def train_step(wm: RSSMWorldModel, wm_opt: torch.optim.Optimizer, behaviour: ImaginationTrainer,
-               batch: dict[str, torch.Tensor], grad_clip: float) -> dict[str, float]:
+               batch: dict[str, torch.Tensor], grad_clip: float, train_actor: bool = True) -> dict[str, float]:
     """One world-model update, then one actor-critic update from its posterior states."""
     wm.train()
     loss, logs, starts = wm.loss_and_states(batch)
@@ -256,7 +268,7 @@ def train_step(wm: RSSMWorldModel, wm_opt: torch.optim.Optimizer, behaviour: Ima
     wm_opt.step()
     wm.eval()
     logs = {"model_loss": loss.item(), **logs}
-    logs.update(behaviour.train(wm, starts))  # it freezes the world model while it trains the agent
+    logs.update(behaviour.train(wm, starts, train_actor=train_actor))  # it freezes the world model while it trains the agent
     return logs
 
 
@@ -272,12 +284,15 @@ def plot_curve(metrics_path: Path, out_png: Path) -> None:
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     train = [(r["env_steps"], r["return"]) for r in rows if r["kind"] == "train"]
     evals = [(r["env_steps"], r["mean"]) for r in rows if r["kind"] == "eval"]
+    sampled = [(r["env_steps"], r["sample_mean"]) for r in rows if r["kind"] == "eval" and "sample_mean" in r]
     random = [r["mean"] for r in rows if r["kind"] == "random"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if train:
         ax.plot(*zip(*train), ".", alpha=0.3, label="training episodes")
     if evals:
         ax.plot(*zip(*evals), "o-", label="evaluation (policy mode)")
+    if sampled:
+        ax.plot(*zip(*sampled), "s-", label="evaluation (sampled policy)")
     if random:
         ax.axhline(random[0], color="grey", ls="--", label="random policy")
     ax.set_xlabel("env steps")

@@ -90,7 +90,8 @@ class ImaginationTrainer:
             feats.append(state.feat)
         return torch.stack(feats), torch.stack(actions)
 
-    def train(self, world_model, starts) -> dict[str, float]:
+    def train(self, world_model, starts, train_actor: bool = True) -> dict[str, float]:
+        """One critic update, and one actor update unless ``train_actor`` is False (warm-up)."""
         agent, cfg = self.agent, self.agent.config
         dynamics = cfg.actor_grad == "dynamics" or (cfg.actor_grad == "auto" and agent.kind == "continuous")
         if dynamics and agent.kind == "discrete":
@@ -99,12 +100,12 @@ class ImaginationTrainer:
         for p in frozen:  # the agent's losses must never move the world model
             p.requires_grad_(False)
         try:
-            return self._train(world_model, starts, dynamics)
+            return self._train(world_model, starts, dynamics, train_actor)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
 
-    def _train(self, world_model, starts, dynamics: bool) -> dict[str, float]:
+    def _train(self, world_model, starts, dynamics: bool, train_actor: bool = True) -> dict[str, float]:
         agent, cfg = self.agent, self.agent.config
         with torch.set_grad_enabled(dynamics):
             feats, actions = self.dream_differentiable(world_model, starts) if dynamics else self.dream(world_model, starts)
@@ -131,7 +132,8 @@ class ImaginationTrainer:
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         torch.nn.utils.clip_grad_norm_(agent.actor.parameters(), cfg.grad_clip)
-        self.actor_opt.step()
+        if train_actor:
+            self.actor_opt.step()
 
         logits = agent.critic(feats[:-1].detach())
         target = returns.detach()

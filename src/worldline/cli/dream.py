@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
         train_every: int = typer.Option(4, help="env steps per update (model + agent)"),
         batch_size: int = typer.Option(16, help="replayed windows per update"),
         seq_len: int = typer.Option(32, help="replayed window length"),
+        actor_warmup: int = typer.Option(150, help="updates that train only the model and critic before the actor"),
         eval_every: int = typer.Option(2000, help="env steps between evaluations; 0 disables"),
         eval_episodes: int = typer.Option(5, help="episodes per evaluation (random baseline too)"),
         max_episode_steps: int = typer.Option(500, help="cap of a real episode"),
@@ -68,12 +69,12 @@ def register(app: typer.Typer) -> None:
         agent_cfg = _dataclass_with(ActorCriticConfig, sets["agent"], "agent")
         try:
             cfg = DreamerConfig(env_steps=steps, prefill=prefill, train_every=train_every, batch_size=batch_size,
-                                sequence_length=seq_len, eval_every=eval_every, eval_episodes=eval_episodes,
+                                sequence_length=seq_len, actor_warmup=actor_warmup, eval_every=eval_every, eval_episodes=eval_episodes,
                                 max_episode_steps=max_episode_steps, seed=seed)
         except ValueError as e:
             raise WorldlineError(str(e)) from None
         summary = train_dreamer(env, model_cfg, agent_cfg, cfg, out, resolution=resolution, save_data=save_data)
-        typer.echo(json.dumps({k: summary[k] for k in ("env", "seed", "env_steps", "updates", "random_mean", "final_mean")}))
+        typer.echo(json.dumps({k: summary[k] for k in ("env", "seed", "env_steps", "updates", "random_mean", "final_mean", "final_sample_mean")}))
 
     @app.command("vmc")
     def vmc(

@@ -8,8 +8,12 @@ free bits between posterior and prior, and two heads on the state a transition a
 
 Time convention (LeRobot): ``actions[t]`` is taken at frame t and leads to frame t + 1, with
 ``rewards[t]``/``dones[t]`` what the env returned for it. The state reached by action t predicts
-them. The picture after an episode's last action is never recorded, so for that transition the
-heads see the prior sample of z: the terminal step still trains the continue head.
+them. The heads read that state as a dream reaches it — the memory h_{t+1} and a sample of the
+prior z — on every transition, never the posterior of frame t + 1: the picture after an episode's
+last action is never recorded, so terminal transitions can only be seen through the prior, and heads
+that read posteriors elsewhere learn "prior-looking state = episode ends" instead of what ends it
+(measured on CartPole: continue 0.96 on real states, 0.85-0.89 on every dreamt one, whatever the
+pole's angle).
 """
 
 from __future__ import annotations
@@ -110,8 +114,8 @@ class RSSMWorldModel(PixelChecks, WorldModel):
         ``is_first`` (B, T) bool marks frames that begin an episode inside the window (replay
         streams): the memory restarts there. A window's first frame always starts from scratch.
         Returns ``h``, ``z`` (B, T, ...) posterior states, ``post``/``prior`` log-probs (B, T, S, K),
-        and ``arrive`` (B, T, F): the state each action t leads to (the next posterior state, or the
-        prior sample where no next frame of that episode is in the window), which the heads read.
+        and ``arrive`` (B, T, F): the state each action t leads to as a dream reaches it (h_{t+1} and
+        a prior sample), which the heads read.
         ``sample=False`` takes each posterior's mode (deterministic embeddings).
         """
         B, T = frames.shape[:2]
@@ -128,8 +132,7 @@ class RSSMWorldModel(PixelChecks, WorldModel):
             post = self.core.posterior(h, embed[:, t])
             z = self.core.sample(post) if sample else rearrange(mode_one_hot(post), "b s k -> b (s k)")
             if t > 0:
-                imagined = torch.cat([h_arr, self.core.sample(prior_arr)], -1)
-                arrive.append(torch.where(first[:, None], imagined, torch.cat([h, z], -1)))
+                arrive.append(torch.cat([h_arr, self.core.sample(prior_arr)], -1))
             hs.append(h), zs.append(z), posts.append(post), priors.append(prior)
         h_next, prior_next = self.core.img_step(h, z, action_feats[:, T - 1])
         arrive.append(torch.cat([h_next, self.core.sample(prior_next)], -1))
