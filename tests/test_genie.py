@@ -138,6 +138,20 @@ def test_lam_entropy_term_prefers_decisive_codes_that_are_all_used():
     assert entropy(even) < entropy(one) and entropy(even) < entropy(vague)
 
 
+def test_usage_floor_leaves_a_skewed_split_alone_but_penalises_missing_codes():
+    free, floored = LatentActionQuantizer(8), LatentActionQuantizer(8, usage_floor=0.05)
+    skewed = torch.cat([torch.zeros(60, dtype=torch.long), torch.arange(8).repeat(5)])  # code 0 holds 2/3, all used
+    four = torch.arange(4).repeat(25)  # codes 4..7 never used
+    usage = lambda q, ids: q(q.lookup(ids) * 3)[2][0].item()  # noqa: E731  (decisive, so per-sample entropy ~0)
+    assert usage(floored, skewed) == pytest.approx(0, abs=1e-3)  # every code above 5%: no pull towards uniform
+    assert usage(floored, four) == pytest.approx(4, abs=0.01)  # four codes missing, each costs 1
+    assert usage(free, torch.arange(8).repeat(12)) < usage(free, skewed)  # the entropy term does pull towards uniform
+    rate = lambda ids: floored(floored.lookup(ids) * 3)[2][2].item()  # noqa: E731
+    assert rate(four) == pytest.approx(math.log(4), abs=1e-3) and rate(skewed) < rate(torch.arange(8).repeat(12))
+    with pytest.raises(ValueError):
+        genie_config(usage_floor=0.2).__post_init__()  # 8 codes cannot each hold 20%
+
+
 def test_lam_is_causal_one_code_per_transition():
     torch.manual_seed(0)
     lam = LatentActionModel((SIZE, SIZE), 8, 24, 1, 2, 8).eval()
@@ -233,7 +247,7 @@ def test_latent_action_world_model_contract(tmp_path):
 
 
 def test_long_videos_are_labelled_with_training_sized_windows():
-    model = genie().eval()
+    model = genie(lam_window=0).eval()  # a LAM that reads whole training clips (the preset's reads pairs)
     W = model.window()
     frames, _ = toy_world(1, 9)
     ids = model.infer_latent_actions(frames)
@@ -241,6 +255,27 @@ def test_long_videos_are_labelled_with_training_sized_windows():
     assert torch.equal(ids[:, : W - 1], model.lam.infer(frames[:, :W]))
     for t in range(W - 1, 8):  # transition t -> t+1 from the window ending at frame t+1
         assert ids[0, t] == model.lam.infer(frames[:, t + 2 - W : t + 2])[0, -1]
+
+
+def test_lam_window_is_independent_of_the_dynamics_context():
+    model = genie(window_frames=4, lam_window=2).eval()
+    assert model.window() == 4
+    frames, _ = toy_world(2, 6, seed=2)
+    ids = model.infer_latent_actions(frames)
+    pairs = torch.stack([model.lam.infer(frames[:, t : t + 2])[:, 0] for t in range(5)], dim=1)
+    assert torch.equal(ids, pairs)  # each code reads x_t and x_t+1 only
+    state = model.init_state(frames)
+    assert state.ids.shape[1] == 3 and state.t == 3  # the dynamics keeps window_frames - 1 frames
+    # training reads the LAM on every pair of the 4-frame clip and conditions frame t on pair t-1 -> t
+    clips = model.lam_clips(frames[:, :4])
+    assert clips.shape == (6, 2, 3, SIZE, SIZE) and torch.equal(clips[1], frames[0, 1:3])
+    assert torch.equal(model.join_lam_ids(model.lam.infer(clips), 2), ids[:, :3])
+    loss, logs = model.train().loss({"frames": frames[:, :4]})
+    assert torch.isfinite(loss) and logs["lam_codes_used"] >= 1
+    # a LAM window longer than the clip, or of one frame, is refused
+    for bad in (1, 5):
+        with pytest.raises(ValueError, match="lam_window"):
+            genie_config(window_frames=4, lam_window=bad).__post_init__()
 
 
 def test_bad_inputs_get_clear_errors():
@@ -307,6 +342,9 @@ def test_confusion_purity_usage_and_layout():
     assert table[0, 5] == 2 and table.sum() == 8
     assert purity(table)["true_to_latent"] == pytest.approx(7 / 8)
     assert purity(table)["latent_to_true"] == pytest.approx(7 / 8)
+    assert purity(table)["one_to_one"] == pytest.approx(7 / 8)
+    collapsed = confusion(true, np.zeros(8, np.int64), 3, 8)  # every transition on one code
+    assert purity(collapsed)["true_to_latent"] == 1.0 and purity(collapsed)["one_to_one"] == pytest.approx(3 / 8)
     assert codebook_usage(table)["codes_used"] == 3
     assert propose_layout(table) == [(0, 5, pytest.approx(2 / 3)), (1, 2, 1.0), (2, 7, 1.0)]
     with pytest.raises(WorldlineError):

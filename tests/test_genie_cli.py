@@ -61,6 +61,7 @@ def test_controllability_reports_delta_psnr(setup):
                     "--episodes", "all", "--windows", "4", "--horizon", "2")
     assert result.exit_code == 0, result.output
     assert "delta-PSNR at horizon 2" in result.output
+    assert "context 2," in result.output  # the debug model's window_frames 3 - 1, what play keeps
 
 
 def test_genie_commands_reject_bad_inputs(setup, tmp_path):

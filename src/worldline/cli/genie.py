@@ -111,11 +111,13 @@ def map_(
     t.add_column("true action")
     for z in range(n):
         t.add_column(f"z{z}", justify="right")
+    t.add_column("top code share", justify="right")
     for a in range(spec.n):
-        t.add_row(names[a], *[str(v) for v in table[a]])
+        t.add_row(names[a], *[str(v) for v in table[a]], f"{table[a].max() / max(table[a].sum(), 1):.0%}")
     console.print(t)
     p, u = purity(table), codebook_usage(table)
     console.print(f"purity true->latent {p['true_to_latent']:.3f}   latent->true {p['latent_to_true']:.3f}   "
+                  f"one-to-one {p['one_to_one']:.3f}   "
                   f"codes used {u['codes_used']}/{u['codes']} (perplexity {u['perplexity']:.2f})")
     layout = {a: (z, s) for a, z, s in propose_layout(table)}
     keys = [f"{names[a]} -> latent {layout[a][0]} ({layout[a][1]:.0%})" if a in layout else f"{names[a]} -> none free"
@@ -127,7 +129,7 @@ def map_(
 def controllability(
     ckpt: Path = typer.Option(..., "--ckpt", help="A trained genie model directory."),
     data: Path = typer.Option(..., "--data", help="Dataset to measure on."),
-    context: int = typer.Option(2, help="Context frames before the predicted ones."),
+    context: Optional[int] = typer.Option(None, help="Context frames before the predicted ones (default: the model's window_frames - 1, what play keeps)."),
     horizon: int = typer.Option(4, help="Predicted frames (Genie reports delta-PSNR at 4)."),
     windows: int = typer.Option(64, help="Windows of held-out episodes to average over."),
     episodes: str = typer.Option("val", help="val, train or all."),
@@ -144,6 +146,8 @@ def controllability(
 
     torch.set_num_threads(1)
     model = _load(ckpt)
+    if context is None:
+        context = max(model.config.window_frames - 1, 1)
     ds = Dataset(data)
     sampler = WindowSampler(frame_store(ds), context + horizon, _episodes(ds, episodes))
     rng = np.random.default_rng(seed)
@@ -155,7 +159,7 @@ def controllability(
         typer.echo(f"step {step + 1}: PSNR inferred {mean['inferred'][step]:.2f} dB  random {mean['random'][step]:.2f} dB  "
                    f"delta {mean['delta'][step]:+.2f} dB")
     typer.echo(f"delta-PSNR at horizon {horizon}: {mean['delta'][-1]:+.2f} dB over {len(chosen)} windows "
-               f"(steps {model.maskgit_steps}, temperature {model.temperature})")
+               f"(context {context}, steps {model.maskgit_steps}, temperature {model.temperature})")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,9 @@ controllability (Genie's delta-PSNR). No weights here; everything goes through t
   dataset convention for actions); the last frame repeats the one before, having no successor.
 - ``confusion`` / ``purity``: counts of (true action, latent action) pairs. ``true_to_latent`` is the
   share of transitions whose latent action is the most common one for their true action ("each true
-  action maps mostly to one latent action"); ``latent_to_true`` the converse (a code means one thing).
+  action maps mostly to one latent action"); ``latent_to_true`` the converse (a code means one thing);
+  ``one_to_one`` the share covered by :func:`propose_layout`'s pairs, where no code serves two actions
+  (``true_to_latent`` alone rewards a collapse: every transition on one code scores 1.0).
 - ``propose_layout``: a key per true action: the latent code it most often maps to, each code used once.
 - ``controllability``: PSNR of frames generated with the latent actions the LAM infers from the real
   video, minus PSNR with uniformly random latent actions, per horizon step (Genie, Sec. 4, delta_t PSNR).
@@ -52,6 +54,7 @@ def purity(table: np.ndarray) -> dict[str, float]:
     return {
         "true_to_latent": float(table.max(axis=1).sum() / total),
         "latent_to_true": float(table.max(axis=0).sum() / total),
+        "one_to_one": float(sum(table[a, z] for a, z, _ in propose_layout(table)) / total),
     }
 
 

@@ -13,6 +13,11 @@ Playing: ``step(state, action)`` takes a latent action index (B, 1) in 0..n-1, s
 ``real_actions`` the dynamics also sees the dataset's actions, and ``step`` takes those instead
 (the latent action is then "none", which training shows it in ``latent_dropout`` of the clips).
 
+Windows: the dynamics trains on clips of ``window_frames`` and plays with the last
+``window_frames - 1`` as context; the LAM reads windows of ``lam_window`` frames slid over the clip
+(``lam_clips``), so a 2-frame LAM (a code must explain x_t -> x_t+1 alone, not what the past already
+shows) can sit beside a dynamics model that sees enough frames to know how fast things move.
+
 Context: ``init_state`` infers the latent actions between the context frames with the LAM (or
 takes them from ``context_actions``), so play can start from real video. The rollout state keeps
 the temporal keys/values of the last ``window_frames - 1`` frames, so a step costs
@@ -69,6 +74,7 @@ class GenieWorldModel(LatentWorldModel):
             self.action_spec = ActionSpec(kind="discrete", dim=1, n=n, names=[f"latent {i}" for i in range(n)])
         self.lam = LatentActionModel(
             (H, W), config.lam_patch, config.lam_dim, config.lam_depth, config.lam_heads, n, config.motion_weight,
+            config.usage_floor,
         )
         h, w = self.latent_shape
         self.dynamics = DynamicsTransformer(
@@ -108,11 +114,12 @@ class GenieWorldModel(LatentWorldModel):
         if frames is None:  # a latent-only batch: the LAM sees the tokenizer's reconstruction
             with torch.no_grad():
                 frames = self.decode(ids)
-        lam = self.lam(frames.float())
+        lam = self.lam(self.lam_clips(frames.float()))
+        lam_ids = self.join_lam_ids(lam.ids, B)  # (B, T-1)
 
         # conditioning of frame t: the latent action of t-1 -> t (frame 0: none)
         dyn = self.dynamics
-        latent = torch.cat([ids.new_full((B, 1), dyn.none_id), lam.ids.detach()], dim=1)  # (B, T)
+        latent = torch.cat([ids.new_full((B, 1), dyn.none_id), lam_ids.detach()], dim=1)  # (B, T)
         real = real_known = None
         if cfg.real_actions:
             hide = torch.rand(B, 1, device=ids.device) < cfg.latent_dropout
@@ -133,7 +140,8 @@ class GenieWorldModel(LatentWorldModel):
             acc = (logits.argmax(-1) == tokens[mask]).float().mean().item()
         else:
             ce, acc = hidden.sum() * 0, 1.0
-        lam_loss = lam.recon_loss + cfg.entropy_weight * lam.vq_loss[0] + cfg.commit_weight * lam.vq_loss[1]
+        lam_loss = (lam.recon_loss + cfg.entropy_weight * lam.vq_loss[0] + cfg.commit_weight * lam.vq_loss[1]
+                    + cfg.rate_weight * lam.vq_loss[2])
         loss = ce + cfg.lam_weight * lam_loss
 
         n = cfg.num_latent_actions
@@ -144,6 +152,7 @@ class GenieWorldModel(LatentWorldModel):
             "lam_mse": lam.recon_loss.item(),
             "lam_entropy": lam.vq_loss[0].item(),
             "lam_commit": lam.vq_loss[1].item(),
+            "lam_rate": lam.vq_loss[2].item(),  # batch entropy of the soft code usage (nats)
             "lam_codes_used": float((share > 0).sum().item()),  # distinct codes in this batch
             "lam_perplexity": float(torch.exp(-(share * share.clamp_min(1e-12).log()).sum()).item()),
         }
@@ -153,15 +162,30 @@ class GenieWorldModel(LatentWorldModel):
     # latent actions
     # ------------------------------------------------------------------------------------------
 
+    def lam_clips(self, frames: Tensor) -> Tensor:
+        """The LAM windows (B * (T - L + 1), L, 3, H, W) of ``frames`` (B, T, 3, H, W): every run of
+        L = ``lam_frames`` consecutive frames (just ``frames`` when T <= L)."""
+        L, T = self.config.lam_frames, frames.shape[1]
+        if T <= L:
+            return frames
+        idx = torch.arange(T - L + 1, device=frames.device)[:, None] + torch.arange(L, device=frames.device)  # (n, L)
+        return rearrange(frames[:, idx], "b n l c h w -> (b n) l c h w")  # (B*n, L, 3, H, W)
+
+    def join_lam_ids(self, ids: Tensor, batch: int) -> Tensor:
+        """Code ids (B, T-1) of a clip's transitions from the ids (B*n, L-1) of its :meth:`lam_clips`:
+        all of the first window's, then the last transition of each later window."""
+        ids = rearrange(ids, "(b n) k -> b n k", b=batch)  # (B, n, L-1)
+        return torch.cat([ids[:, 0], ids[:, 1:, -1]], dim=1)
+
     @torch.no_grad()
     def infer_latent_actions(self, frames: Tensor) -> Tensor:
         """Latent action ids (B, T-1) of each transition of ``frames`` (B, T, 3, H, W).
 
         Transition t -> t+1 is read from a LAM window ending at frame t+1 of at most
-        ``window_frames`` frames, as in training, however long the video is."""
+        ``lam_frames`` frames, as in training, however long the video is."""
         self.check_frames(frames, "frames")
         B, T = frames.shape[:2]
-        W = self.config.window_frames
+        W = self.config.lam_frames
         if T < 2:
             raise WorldlineError(f"a video of {T} frame is too short for the latent action model: it needs 2 or more (one transition)")
         frames = frames.float()
