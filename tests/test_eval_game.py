@@ -1,5 +1,5 @@
-"""The game suite: the Breakout sprite reader against the screen's own pixels, the metrics that tell a
-frozen rollout from a live one, and the suite end to end on a recorded Breakout dataset."""
+"""The game suite: the Breakout and Boxing sprite readers against the screen's own pixels, the metrics
+that tell a frozen rollout from a live one, and the suite end to end on a recorded Breakout dataset."""
 
 import dataclasses
 
