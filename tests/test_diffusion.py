@@ -343,3 +343,23 @@ def test_save_load_keeps_statistics_and_sampling(tok_dir, tmp_path):
     lora = sum(p.numel() for p in model.net.parameters())
     full = sum(p.numel() for p in make_model(tok_dir).net.parameters())
     assert lora < full  # adaLN-LoRA is smaller
+
+
+def test_command_line_sampling_options_reach_the_sampler(tok_dir):
+    from worldline.cli.sampling import set_sampling
+
+    model = make_model(tok_dir)
+    ctx, a = frames(1, 2), cont_actions(1, 3)
+    one = roll(model, ctx, a).frames
+    set_sampling(model, None, 0, 1.0, steps=4, sampler="heun", guidance=2.0)
+    assert (model.config.sample_steps, model.config.sampler, model.config.guidance) == (4, "heun", 2.0)
+    assert not torch.allclose(roll(model, ctx, a).frames, one)  # the sampler really changed
+    for bad, match in [(dict(steps=0), "sample-steps"), (dict(sampler="ddim"), "unknown sampler"), (dict(guidance=-1.0), "guidance")]:
+        with pytest.raises(WorldlineError, match=match):
+            set_sampling(model, None, 0, 1.0, **bad)
+    with pytest.raises(WorldlineError, match="token models"):
+        set_sampling(model, 0.7, 0, 1.0)  # temperature means nothing to a diffusion model
+    from worldline.models.baseline import DeterministicConfig, DeterministicWorldModel
+
+    with pytest.raises(WorldlineError, match="apply to diffusion"):
+        set_sampling(DeterministicWorldModel(DeterministicConfig(tokenizer_path=str(tok_dir), image_size=(SIZE, SIZE))), None, 0, 1.0, guidance=2.0)

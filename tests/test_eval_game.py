@@ -137,7 +137,7 @@ def test_game_suite_runs_on_a_recorded_breakout_dataset(tmp_path):
 
 
 def test_sampling_options_refuse_models_without_token_sampling():
-    from worldline.cli.main import set_sampling
+    from worldline.cli.sampling import set_sampling
 
     cfg = RunConfig.from_dict(load_preset("wm-autoregressive", "debug")).model
     tok = {**to_dict(RunConfig.from_dict(load_preset("tokenizer-fsq", "debug")).model), "levels": [4, 4, 4]}

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from worldline.cli.sampling import GUIDANCE_HELP, SAMPLER_HELP, STEPS_HELP, set_sampling
 from worldline.core.errors import WorldlineError
 
 app = typer.Typer(
@@ -202,21 +203,6 @@ def _data_cfg_of(ckpt: Path):
     return from_dict(DataConfig, run.get("data", {}), "data") if run.get("data") else DataConfig()
 
 
-def set_sampling(model, temperature: float | None, top_k: int, top_p: float) -> None:
-    """Give a token model the sampling settings from the command line (greedy unless asked)."""
-    if temperature is None and top_k == 0 and top_p == 1.0:
-        return
-    if not hasattr(model, "sampling"):
-        raise WorldlineError(f"--temperature/--top-k/--top-p apply to token models (autoregressive); "
-                             f"this checkpoint is a {getattr(model, 'type_name', type(model).__name__)} model")
-    from worldline.models.autoregressive.decoding import Sampling
-
-    try:
-        model.sampling = Sampling(temperature=1.0 if temperature is None else temperature, top_k=top_k, top_p=top_p)
-    except ValueError as e:
-        raise WorldlineError(str(e)) from None
-
-
 @app.command("eval")
 def eval_(
     suite: str = typer.Option(..., help="tokenizer, prediction or game (sprites of a game's rollouts)."),
@@ -230,6 +216,9 @@ def eval_(
     temperature: Optional[float] = typer.Option(None, help="Token models: sample at this temperature (0 = greedy, the default)."),
     top_k: int = typer.Option(0, help="Token models: sample among the k most likely ids (0 = all)."),
     top_p: float = typer.Option(1.0, help="Token models: nucleus sampling mass."),
+    sample_steps: Optional[int] = typer.Option(None, help=STEPS_HELP),
+    sampler: Optional[str] = typer.Option(None, help=SAMPLER_HELP),
+    guidance: Optional[float] = typer.Option(None, help=GUIDANCE_HELP),
 ):
     """Measure a model: tokenizer (PSNR, SSIM, frames/s), prediction (per-step PSNR/SSIM vs baselines)
     or game (does the rollout keep the game's sprites alive and obey the actions?)."""
@@ -237,7 +226,7 @@ def eval_(
     from worldline.core.pretrained import load_pretrained
 
     model = load_pretrained(ckpt)
-    set_sampling(model, temperature, top_k, top_p)
+    set_sampling(model, temperature, top_k, top_p, sample_steps, sampler, guidance)
     data_cfg = _data_cfg_of(ckpt)
     if suite == "tokenizer":
         from worldline.eval.tokenizer import evaluate_dataset, evaluate_on_videos, format_table
@@ -283,6 +272,9 @@ def rollout(
     temperature: Optional[float] = typer.Option(None, help="Token models: sample at this temperature (0 = greedy, the default)."),
     top_k: int = typer.Option(0, help="Token models: sample among the k most likely ids (0 = all)."),
     top_p: float = typer.Option(1.0, help="Token models: nucleus sampling mass."),
+    sample_steps: Optional[int] = typer.Option(None, help=STEPS_HELP),
+    sampler: Optional[str] = typer.Option(None, help=SAMPLER_HELP),
+    guidance: Optional[float] = typer.Option(None, help=GUIDANCE_HELP),
 ):
     """Roll a world model out on episodes: real|predicted videos (mp4, gif) and per-step metrics."""
     from worldline.core.pretrained import load_pretrained
@@ -291,7 +283,7 @@ def rollout(
     from worldline.eval.rollout import write_rollouts
 
     model = load_pretrained(ckpt)
-    set_sampling(model, temperature, top_k, top_p)
+    set_sampling(model, temperature, top_k, top_p, sample_steps, sampler, guidance)
     ids = _parse_episodes(episodes)
     if ids is None:
         ds = Dataset(data)

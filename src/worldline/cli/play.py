@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from worldline.cli.sampling import GUIDANCE_HELP, SAMPLER_HELP, STEPS_HELP, set_sampling
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -37,6 +39,9 @@ def play(
     real_env: bool = typer.Option(True, help="Run the real world beside the dream where the dataset names a built-in one."),
     temperature: Optional[float] = typer.Option(None, help="Token models: sample at this temperature (greedy by default; a game's ball may need sampling to move)."),
     top_k: int = typer.Option(0, help="Token models: sample among the k most likely ids (0 = all)."),
+    sample_steps: Optional[int] = typer.Option(None, help=STEPS_HELP),
+    sampler: Optional[str] = typer.Option(None, help=SAMPLER_HELP),
+    guidance: Optional[float] = typer.Option(None, help=GUIDANCE_HELP),
 ):
     """Play a world model in the browser: keys, mouse or gamepad drive it; it answers frame by frame."""
     from rich.console import Console
@@ -73,9 +78,7 @@ def play(
     if not ckpt.is_dir():
         raise WorldlineError(f"--ckpt {ckpt}: no such checkpoint directory")
     world = World.load(ckpt, data, real_env=real_env)
-    from worldline.cli.main import set_sampling
-
-    set_sampling(world.model, temperature, top_k, 1.0)
+    set_sampling(world.model, temperature, top_k, 1.0, sample_steps, sampler, guidance)
     if world.dataset is not None and episode >= world.dataset.num_episodes:
         raise WorldlineError(f"--episode {episode} is outside the dataset (0..{world.dataset.num_episodes - 1})")
     if not _is_loopback(host):
