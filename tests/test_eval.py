@@ -120,10 +120,26 @@ def test_prediction_result_shapes_split_and_json(moving):
     assert np.allclose(result["model"]["psnr"], result["copy_last"]["psnr"])
     # a moving square: copying gets worse with the horizon
     assert result["copy_last"]["psnr"][0] > result["copy_last"]["psnr"][-1]
+    # a copy of a real frame has a real frame's detail
+    assert np.allclose(result["copy_last"]["sharpness"], 1.0, atol=0.05) and len(result["model"]["sharpness"]) == H
     text = Console(record=True, width=200)
     text.print(format_table(result))
     out = text.export_text()
-    assert "mean" in out and "copy-last" in out
+    assert "mean" in out and "copy-last" in out and "sharpness" in out
+
+
+def test_sharpness_tells_blur_and_noise_from_detail():
+    from worldline.eval.metrics import sharpness
+
+    g = torch.Generator().manual_seed(0)
+    real = (torch.rand(2, 3, 3, 32, 32, generator=g) > 0.7).float() - 0.5  # (B, T, C, H, W) sparse dots, away from the clamp
+    blurred = torch.nn.functional.avg_pool2d(real.flatten(0, 1), 3, stride=1, padding=1).view_as(real)
+    noisy = (real + 0.3 * torch.randn(real.shape, generator=g)).clamp(-1, 1)
+    assert sharpness(real, real).shape == (2, 3) and torch.allclose(sharpness(real, real), torch.ones(2, 3))
+    assert sharpness(blurred, real).max() < 0.3  # an average of futures loses its fine detail
+    assert sharpness(noisy, real).min() > 1.0
+    flat = torch.zeros(1, 3, 8, 8)
+    assert torch.allclose(sharpness(flat, flat), torch.ones(1))  # nothing to lose: as sharp as real
 
 
 def test_prediction_feeds_the_right_frames_and_actions(moving):

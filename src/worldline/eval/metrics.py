@@ -31,6 +31,23 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
     return out.reshape(lead)
 
 
+def sharpness(pred: Tensor, target: Tensor) -> Tensor:
+    """Fine detail of each predicted frame relative to the real one: (..., C, H, W) in [-1, 1] -> (...).
+
+    The ratio of the frames' high-frequency energies (mean squared 3x3 Laplacian): 1 is as sharp as
+    the real frame, below 1 blurred (a regressor's average of futures), above 1 noisier. PSNR and
+    SSIM reward the blur of a hedged prediction; this tells it apart from a sharp one."""
+    lead = pred.shape[:-3]
+
+    def energy(x: Tensor) -> Tensor:
+        x = _to_unit(x).reshape(-1, 1, *x.shape[-2:])  # (N*C, 1, H, W): each channel on its own
+        kernel = x.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+        lap = torch.nn.functional.conv2d(x, kernel)  # valid conv: no border artefacts
+        return lap.square().reshape(-1, pred.shape[-3], *lap.shape[-2:]).mean(dim=(1, 2, 3))
+
+    return ((energy(pred) + 1e-6) / (energy(target) + 1e-6)).reshape(lead)  # two flat frames: 1
+
+
 def per_step(metric, pred: Tensor, target: Tensor) -> Tensor:
     """Mean over the batch of ``metric`` at each time step: (B, T, C, H, W) -> (T,)."""
     return metric(pred, target).mean(dim=0)

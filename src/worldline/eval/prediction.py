@@ -25,7 +25,7 @@ from torch import Tensor
 
 from worldline.core.contracts import device_of
 from worldline.core.errors import WorldlineError
-from worldline.eval.metrics import psnr, ssim
+from worldline.eval.metrics import psnr, sharpness, ssim
 
 PSNR_CAP_DB = 100.0  # identical frames score this instead of +inf, so means stay finite and JSON is valid
 METHODS = ("model", "copy_last", "shuffled_actions", "tokenizer")
@@ -54,7 +54,7 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
     tokenizer = _tokenizer_of(model)
     was_training = model.training
     model.eval()
-    totals = {m: {"psnr": np.zeros(horizon), "ssim": np.zeros(horizon)} for m in METHODS}
+    totals = {m: {"psnr": np.zeros(horizon), "ssim": np.zeros(horizon), "sharpness": np.zeros(horizon)} for m in METHODS}
     teacher = getattr(model, "teacher_forced_metrics", None)  # token models: accuracy/CE of the horizon's true tokens
     teacher_sums: dict[str, float] = {}
     K, H = context, horizon
@@ -82,6 +82,7 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
                         raise WorldlineError(f"{name} predicted shape {tuple(pred.shape)}, expected {tuple(target.shape)}")
                     totals[name]["psnr"] += psnr(pred, target).clamp(max=PSNR_CAP_DB).sum(0).double().cpu().numpy()
                     totals[name]["ssim"] += ssim(pred, target).sum(0).double().cpu().numpy()
+                    totals[name]["sharpness"] += sharpness(pred, target).sum(0).double().cpu().numpy()
     finally:
         model.train(was_training)
 
@@ -99,9 +100,9 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
         if name == "tokenizer" and tokenizer is None:
             result[name] = None
             continue
-        p, s = totals[name]["psnr"] / n, totals[name]["ssim"] / n
-        result[name] = {"psnr": [float(v) for v in p], "ssim": [float(v) for v in s],
-                        "psnr_mean": float(p.mean()), "ssim_mean": float(s.mean())}
+        p, s, sharp = (totals[name][k] / n for k in ("psnr", "ssim", "sharpness"))
+        result[name] = {"psnr": [float(v) for v in p], "ssim": [float(v) for v in s], "sharpness": [float(v) for v in sharp],
+                        "psnr_mean": float(p.mean()), "ssim_mean": float(s.mean()), "sharpness_mean": float(sharp.mean())}
     if teacher_sums:
         result["teacher_forced"] = {key: total / n for key, total in teacher_sums.items()}
     m, c, sh = result["model"], result["copy_last"], result["shuffled_actions"]
@@ -138,8 +139,13 @@ def format_table(result: dict[str, Any]):
     for t in range(result["horizon"]):
         table.add_row(str(t + 1), *[cell(m, lambda xs, t=t: xs[t]) for m in methods])
     table.add_row("mean", *[cell(m, lambda xs: float(np.mean(xs))) for m in methods], style="bold")
+    captions = []
+    if all("sharpness_mean" in result[m] for m in methods):  # results saved before sharpness was measured lack it
+        captions.append("sharpness (fine detail / the real frames', 1 = as sharp, below = blurred), mean: "
+                        + ", ".join(f"{labels[m]} {result[m]['sharpness_mean']:.2f}" for m in methods))
     if result.get("teacher_forced"):
-        table.caption = "teacher-forced on the horizon: " + ", ".join(f"{k} {v:.4f}" for k, v in result["teacher_forced"].items())
+        captions.append("teacher-forced on the horizon: " + ", ".join(f"{k} {v:.4f}" for k, v in result["teacher_forced"].items()))
+    table.caption = "\n".join(captions) or None
     return table
 
 
