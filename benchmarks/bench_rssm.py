@@ -6,7 +6,9 @@ Prints, for wm-rssm/small and vmc/small (freshly initialised: speed does not dep
 - imagined steps/s of a batch of rollouts in latent space with an actor choosing actions (what
   behaviour learning and CMA-ES do), and the same with a decoded frame per step;
 - one Dreamer update (world model + actor-critic, batch 16 x 16) in seconds;
-- DreamEnv env steps/s at batch 1 with frame and with latent observations (the gymnasium loop).
+- DreamEnv env steps/s at batch 1 with frame, latent and state observations (the gymnasium loop;
+  state observations skip decoding the frame), and FilteredEnv steps/s: real CartPole-v1 frames
+  filtered through the model (render + encoder + posterior per step).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from worldline.agents.config import ActorCriticConfig
 from worldline.agents.controller import LinearController, dream_fitness
 from worldline.agents.dream_env import DreamEnv
 from worldline.agents.dreamer import train_step
+from worldline.agents.filtered_env import FilteredEnv
 from worldline.agents.imagination import ImaginationTrainer
 from worldline.agents.networks import ActorCritic
 from worldline.core.config import build_model, load_preset
@@ -85,7 +88,7 @@ def main() -> None:
             t = timed(lambda: train_step(wm16, opt, trainer, batch, 100.0), max(1, args.repeats // 2))
             print(f"{preset:8s} dreamer update (16 x 16 windows, model + agent): {t:.2f} s")
 
-        for obs in ("frame", "latent"):
+        for obs in ("frame", "latent", "state"):
             env = DreamEnv(wm, clips, context_frames=4, observation=obs, max_steps=10**6)
             env.reset(seed=0)
 
@@ -94,6 +97,16 @@ def main() -> None:
                     env.step(0)
             t = timed(run, max(1, args.repeats // 2))
             print(f"{preset:8s} DreamEnv ({obs:6s} obs): {args.env_steps / t:7.1f} env steps/s")
+
+        real = FilteredEnv("CartPole-v1", wm)
+        real.reset(seed=0)
+
+        def run_real():
+            for i in range(args.env_steps):
+                if any(real.step(i % 2)[2:4]):
+                    real.reset()
+        t = timed(run_real, max(1, args.repeats // 2))
+        print(f"{preset:8s} FilteredEnv (CartPole-v1 pixels -> state): {args.env_steps / t:7.1f} env steps/s")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ parameters are one flat vector, which CMA-ES (Hansen's ``cma`` package) searches
 every candidate drives ``rollouts`` dreams from real start states for ``horizon`` steps in one batch,
 and its fitness is the dream's predicted return (rewards weighted by the chance the episode is still
 running). Any world model with ``dream_step``/``predict_reward``/``predict_continue`` and a dataclass
-state of tensors works (``rssm`` and ``vmc``).
+state of tensors works (``rssm`` and ``vmc``). A ``reward_fn(frames, action_feats, next_frames) -> (B,)``
+on the decoded dream frames (``world_model.decode_state``) replaces a reward head that does not see
+what pays (the issue's "user-supplied reward function").
 """
 
 from __future__ import annotations
@@ -65,16 +67,27 @@ def tile_state(state, n: int):
                           for f in dataclasses.fields(state)})
 
 
+RewardFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
 @torch.no_grad()
-def dream_fitness(world_model, controller: LinearController, params: np.ndarray, starts, horizon: int) -> np.ndarray:
-    """Mean predicted return (P,) of each candidate over the B start states, all in one batch."""
+def dream_fitness(world_model, controller: LinearController, params: np.ndarray, starts, horizon: int,
+                  reward_fn: RewardFn | None = None) -> np.ndarray:
+    """Mean predicted return (P,) of each candidate over the B start states, all in one batch; with
+    ``reward_fn`` the rewards come from the decoded frames, episode ends still from the continue head."""
     P, B = len(params), starts.feat.shape[0]
     state = tile_state(starts, P)  # (P*B, ...)
     alive = torch.ones(P * B)
     total = torch.zeros(P * B)
+    frames = world_model.decode_state(state) if reward_fn is not None else None
     for _ in range(horizon):
-        state = world_model.dream_step(state, controller.act(state.feat, params, group=B))
-        total += alive * world_model.predict_reward(state.feat)
+        action = controller.act(state.feat, params, group=B)
+        state = world_model.dream_step(state, action)
+        if reward_fn is None:
+            total += alive * world_model.predict_reward(state.feat)
+        else:
+            frames, previous = world_model.decode_state(state), frames
+            total += alive * reward_fn(previous, action, frames)
         alive = alive * world_model.predict_continue(state.feat)
     return total.reshape(P, B).mean(1).numpy()
 
@@ -96,7 +109,8 @@ class CMAESConfig:
 
 
 def train_controller(world_model, controller: LinearController, sample_starts: Callable[[int, int], object],
-                     config: CMAESConfig, log: Callable[[dict], None] | None = None) -> list[dict]:
+                     config: CMAESConfig, log: Callable[[dict], None] | None = None,
+                     reward_fn: RewardFn | None = None) -> list[dict]:
     """CMA-ES on ``controller`` inside the dream; ``sample_starts(n, generation)`` gives n start states.
 
     Each generation scores all candidates on the same starts (common random numbers, so fitness
@@ -113,9 +127,9 @@ def train_controller(world_model, controller: LinearController, sample_starts: C
         t0 = time.perf_counter()
         starts = sample_starts(config.rollouts, g)
         candidates = np.asarray(es.ask())
-        fitness = dream_fitness(world_model, controller, candidates, starts, config.horizon)
+        fitness = dream_fitness(world_model, controller, candidates, starts, config.horizon, reward_fn)
         es.tell(list(candidates), list(-fitness))  # cma minimises
-        mean_fit = float(dream_fitness(world_model, controller, es.mean[None], starts, config.horizon)[0])
+        mean_fit = float(dream_fitness(world_model, controller, es.mean[None], starts, config.horizon, reward_fn)[0])
         if mean_fit > best:
             best, controller.params = mean_fit, np.asarray(es.mean, np.float64).copy()
         row = {"generation": g + 1, "best": float(fitness.max()), "mean_candidate": float(fitness.mean()),

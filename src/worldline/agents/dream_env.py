@@ -4,12 +4,19 @@ An agent library that speaks gymnasium (stable-baselines3, cleanrl, ...) can the
 worldline world model exactly as it would in the real environment: ``reset`` starts the dream from a
 real context clip of a dataset, ``step`` asks the world model for the next frame.
 
-Observations are the generated frames, ``(H, W, 3)`` uint8 like the recorded data, or with
+Observations are the generated frames, ``(H, W, 3)`` uint8 like the recorded data; with
 ``observation="latent"`` the world model's latent ``embed`` of each frame (float32) — what planners
-and latent-space agents want. Rewards and episode ends come from the world model's heads when it has
-them (a model with a ``reward_and_continue(state) -> (reward (B,), continue (B,))`` method, such as
-the RSSM family), else from a user-supplied ``reward_fn(obs, action, next_obs) -> float``; asking for
-a reward from neither is an error, never a silent zero.
+and latent-space agents want; or with ``observation="state"`` the model's own state features
+(float32, ``world_model.state_features(state)``: concat(h, z) for the RSSM, [z, h] for V-M-C) —
+what the model knows, including what its decoder may not draw (the RSSM keeps CartPole's pole angle
+in its state while its 64x64 frames show the pole upright). An agent trained on state observations
+runs unchanged in the real env through :class:`~worldline.agents.filtered_env.FilteredEnv`, which
+filters each real frame through the same model.
+
+Rewards and episode ends come from the world model's heads when it has them (a model with a
+``reward_and_continue(state) -> (reward (B,), continue (B,))`` method, such as the RSSM family),
+else from a user-supplied ``reward_fn(obs, action, next_obs) -> float``; asking for a reward from
+neither is an error, never a silent zero.
 
 Sampling world models (diffusion, autoregressive) draw random numbers in ``step``; each step runs
 under a torch seed drawn from the env's ``np_random``, so a seeded ``reset`` replays the same dream.
@@ -38,7 +45,8 @@ class DreamEnv(gym.Env):
         contexts: where dreams start — a worldline dataset (path or :class:`~worldline.data.format.Dataset`)
             whose episodes are cut into context clips, or an array of clips (N, K, H, W, 3) uint8.
         context_frames: real frames the world model sees before the first step.
-        observation: "frame" (uint8 image) or "latent" (the model's ``embed`` of the frame).
+        observation: "frame" (uint8 image), "latent" (the model's ``embed`` of the frame) or
+            "state" (the model's ``state_features`` of its dream state).
         reward_fn: reward for a model without a reward head; overrides the head when both exist.
         max_steps: steps before the episode is truncated.
         termination: how the continue head ends an episode: "sample" ends it with probability
@@ -65,8 +73,10 @@ class DreamEnv(gym.Env):
         render_mode: str | None = None,
         termination: str = "sample",
     ):
-        if observation not in ("frame", "latent"):
-            raise WorldlineError(f"observation must be 'frame' or 'latent', got {observation!r}")
+        if observation not in ("frame", "latent", "state"):
+            raise WorldlineError(f"observation must be 'frame', 'latent' or 'state', got {observation!r}")
+        if observation == "state":
+            need_state_features(world_model)
         if context_frames < 1 or max_steps < 1:
             raise WorldlineError(f"context_frames and max_steps must be >= 1, got {context_frames} and {max_steps}")
         if termination not in ("sample", "threshold"):
@@ -95,10 +105,18 @@ class DreamEnv(gym.Env):
         self.action_space = _gym_space(self.spec_)
         if observation == "frame":
             self.observation_space = gym.spaces.Box(0, 255, shape=(H, W, 3), dtype=np.uint8)
+        elif observation == "state":
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                f = world_model.state_features(world_model.init_state(_to_model(self._clips[:1], self.device)))  # (1, F)
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=tuple(f.shape[1:]), dtype=np.float32)
         else:
             with torch.no_grad():
                 z = world_model.embed(_to_model(self._clips[:1, -1:], self.device))  # (1, 1, ...)
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=tuple(z.shape[2:]), dtype=np.float32)
+        # state observations need no pixels: a model with dream_step steps without decoding a frame
+        # (the RSSM's decoder is 3/4 of a step) unless a reward_fn or render wants one
+        self._skip_frames = (observation == "state" and reward_fn is None and render_mode is None
+                             and callable(getattr(world_model, "dream_step", None)) and callable(getattr(world_model, "actions", None)))
         self._state = None
         self._frame: np.ndarray | None = None
         self._t = 0
@@ -122,9 +140,13 @@ class DreamEnv(gym.Env):
             raise WorldlineError("DreamEnv.step called before reset")
         row = self._action_row(action)
         with torch.no_grad(), self._seeded():
-            self._state, frame = self.world_model.step(self._state, torch.from_numpy(row)[None].to(self.device))
+            action_t = torch.from_numpy(row)[None].to(self.device)  # (1, A)
+            if self._skip_frames:
+                self._state, frame = self.world_model.dream_step(self._state, self.world_model.actions(action_t)), None
+            else:
+                self._state, frame = self.world_model.step(self._state, action_t)
             heads = self.world_model.reward_and_continue(self._state) if self._has_heads else None
-        previous, self._frame = self._frame, _to_uint8(frame[0])
+        previous, self._frame = self._frame, (None if frame is None else _to_uint8(frame[0]))
         self._t += 1
         terminated = False
         if heads is not None:
@@ -145,27 +167,44 @@ class DreamEnv(gym.Env):
     def _observe(self, frame: np.ndarray):
         if self.observation == "frame":
             return frame.copy()
+        if self.observation == "state":
+            with torch.no_grad():
+                f = self.world_model.state_features(self._state)[0]
+            return f.float().cpu().numpy().astype(np.float32)
         with torch.no_grad():
             z = self.world_model.embed(_to_model(frame[None, None], self.device))[0, 0]
         return z.float().cpu().numpy().astype(np.float32)
 
     def _action_row(self, action) -> np.ndarray:
-        """The action as one float32 row of the world model's action column, or a clear error."""
-        if self.spec_.kind == "none":
-            return np.zeros(0, dtype=np.float32)
-        if not self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)):
-            raise WorldlineError(f"action {action!r} is outside the action space {self.action_space}")
-        row = np.asarray(action, dtype=np.float32).reshape(-1)
-        return row
+        return action_row(action, self.action_space, self.spec_)
 
-    @contextlib.contextmanager
     def _seeded(self):
-        """A torch RNG scope seeded from ``np_random``, so sampling models replay under a seed and
-        the caller's global torch RNG is left as it was."""
-        seed = int(self.np_random.integers(2**31 - 1))
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            yield
+        return seeded_torch(self.np_random, self.device)
+
+
+def action_row(action, space: gym.Space, spec: ActionSpec) -> np.ndarray:
+    """The action as one float32 row of the world model's action column, or a clear error."""
+    if spec.kind == "none":
+        return np.zeros(0, dtype=np.float32)
+    if not space.contains(np.asarray(action, dtype=space.dtype)):
+        raise WorldlineError(f"action {action!r} is outside the action space {space}")
+    return np.asarray(action, dtype=np.float32).reshape(-1)
+
+
+@contextlib.contextmanager
+def seeded_torch(rng: np.random.Generator, device: torch.device):
+    """A torch RNG scope seeded from ``rng``, so sampling models replay under a seed and the
+    caller's global torch RNG is left as it was."""
+    seed = int(rng.integers(2**31 - 1))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def need_state_features(world_model) -> None:
+    """A clear error for a model that does not expose its state to agents."""
+    if not callable(getattr(world_model, "state_features", None)):
+        raise WorldlineError(f"{type(world_model).__name__} has no state_features(state): observation='state' needs a model that exposes its state (rssm, vmc)")
 
 
 def _gym_space(spec: ActionSpec) -> gym.Space:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from worldline.agents.config import ActorCriticConfig, DreamerConfig
+from worldline.agents.filtered_env import frame_tensor
 from worldline.agents.imagination import ImaginationTrainer
 from worldline.agents.networks import ActorCritic, Policy
 from worldline.agents.replay import Replay
@@ -35,19 +36,16 @@ from worldline.models.rssm.model import RSSMState, RSSMWorldModel
 
 
 class Player:
-    """Filters real frames through the world model and acts with the agent (one env, batch 1)."""
+    """Filters real frames through the world model (``filter_start``/``filter_step``, as
+    :class:`~worldline.agents.filtered_env.FilteredEnv` does) and acts with the agent (one env, batch 1)."""
 
     def __init__(self, world_model: RSSMWorldModel, agent: ActorCritic):
         self.wm, self.agent = world_model, agent
         self.state: RSSMState | None = None
 
-    def _frame(self, frame: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(frame)).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, H, W)
-
     @torch.no_grad()
     def reset(self, frame: np.ndarray) -> None:
-        h, _ = self.wm.first_state(1, torch.device("cpu"))
-        self.state = RSSMState(h, self.wm.core.sample(self.wm.core.posterior(h, self.wm.encoder(self._frame(frame)))))
+        self.state = self.wm.filter_start(frame_tensor(frame))
 
     @torch.no_grad()
     def act(self, explore: bool) -> tuple[Any, np.ndarray, torch.Tensor]:
@@ -60,8 +58,7 @@ class Player:
 
     @torch.no_grad()
     def observe(self, frame: np.ndarray, action_feats: torch.Tensor) -> None:
-        h, _ = self.wm.core.img_step(self.state.h, self.state.z, action_feats)
-        self.state = RSSMState(h, self.wm.core.sample(self.wm.core.posterior(h, self.wm.encoder(self._frame(frame)))))
+        self.state = self.wm.filter_step(self.state, action_feats, frame_tensor(frame))
 
 
 def run_episodes(env_id: str, act: Callable[[np.ndarray, Any], Any], episodes: int, seed: int,

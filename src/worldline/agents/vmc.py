@@ -21,28 +21,22 @@ import torch
 
 from worldline.agents.controller import CMAESConfig, LinearController, train_controller
 from worldline.agents.dreamer import random_returns, run_episodes
+from worldline.agents.filtered_env import frame_tensor
 from worldline.core.errors import WorldlineError
 from worldline.core.io import atomic_dir, read_json, write_json
 
 
 class ControllerPlayer:
-    """Runs a controller in a real env through V (code of each frame) and M (memory of transitions)."""
+    """Runs a controller in a real env through V (code of each frame) and M (memory of transitions),
+    with the model's ``filter_start``/``filter_step``."""
 
     def __init__(self, world_model, controller: LinearController):
         self.wm, self.controller = world_model, controller
         self.state = None
 
-    def _code(self, frame: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(frame)).permute(2, 0, 1)[None, None].float() / 127.5 - 1.0  # (1, 1, 3, H, W)
-        return self.wm.encode(x)[0][:, 0]  # (1, L) mean code
-
     @torch.no_grad()
     def reset(self, frame: np.ndarray) -> None:
-        from worldline.models.rssm.vmc import VMCState
-
-        z = self._code(frame)
-        zeros = z.new_zeros(1, self.wm.config.rnn)
-        self.state = VMCState(z, zeros, zeros.clone())
+        self.state = self.wm.filter_start(frame_tensor(frame))
 
     @torch.no_grad()
     def act(self) -> tuple[Any, torch.Tensor]:
@@ -52,10 +46,7 @@ class ControllerPlayer:
 
     @torch.no_grad()
     def observe(self, frame: np.ndarray, feats: torch.Tensor) -> None:
-        from worldline.models.rssm.vmc import VMCState
-
-        h, c = self.wm.memory(self.state.z, feats, (self.state.h, self.state.c))
-        self.state = VMCState(self._code(frame), h, c)
+        self.state = self.wm.filter_step(self.state, feats, frame_tensor(frame))
 
 
 def evaluate_controller(world_model, controller: LinearController, env_id: str, episodes: int, seed: int,

@@ -1,8 +1,10 @@
-"""Commands of the agents area: ``worldline dreamer`` (online DreamerV3 loop) and ``worldline vmc``
-(Ha & Schmidhuber's V-M-C: random rollouts, V+M training, CMA-ES controller in the dream)."""
+"""Commands of the agents area: ``worldline dreamer`` (online DreamerV3 loop), ``worldline vmc``
+(Ha & Schmidhuber's V-M-C: random rollouts, V+M training, CMA-ES controller in the dream) and
+``worldline dream-agent`` (a gymnasium agent trained only inside DreamEnv, evaluated for real)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -108,3 +110,81 @@ def register(app: typer.Typer) -> None:
         summary = train_vmc(env, out, episodes=episodes, max_steps=max_steps, policy=policy, preset=preset, size=size,
                             overrides=list(set_ or []), cmaes=cmaes, eval_episodes=eval_episodes, seed=seed)
         typer.echo(json.dumps({k: summary[k] for k in ("env", "seed", "controller_mean", "random_mean")}))
+
+    @app.command("dream-agent")
+    def dream_agent(
+        wm: Path = typer.Option(..., "--wm", help="a saved world model with state features (rssm or vmc), e.g. RUN/world_model"),
+        env: str = typer.Option(..., "--env", help="the real env the model was trained on, e.g. CartPole-v1"),
+        out: Path = typer.Option(..., "--out", help="output directory: policy/, summary.json"),
+        contexts: Optional[Path] = typer.Option(None, help="dataset whose clips start the dreams (default: first frames of --starts real resets)"),
+        context_frames: int = typer.Option(1, help="real frames the model filters before a dream starts"),
+        starts: int = typer.Option(32, help="real first frames (reset seeds 20000+) to start dreams from, without --contexts"),
+        episodes: int = typer.Option(2000, help="dream episodes to train on"),
+        batch: int = typer.Option(16, help="dream episodes per update"),
+        lr: float = typer.Option(3e-3),
+        gamma: float = typer.Option(0.99),
+        hidden: int = typer.Option(64, help="0: linear policy; > 0: one hidden layer"),
+        entropy: float = typer.Option(0.03, help="entropy bonus"),
+        baseline: str = typer.Option("ridge", help="ridge (least-squares value of the observation) or batch (per-step batch mean)"),
+        lam: float = typer.Option(0.95, help="GAE lambda against the ridge value (1: returns-to-go minus the value)"),
+        dream_steps: int = typer.Option(200, help="cap of a dream episode"),
+        eval_episodes: int = typer.Option(50, help="real episodes (seeds 10000+) for the policy and a random one"),
+        max_steps: int = typer.Option(500, help="cap of a real episode"),
+        seed: int = typer.Option(0),
+    ) -> None:
+        """Train a REINFORCE policy ONLY inside DreamEnv(observation='state'), then run it in the real env through FilteredEnv."""
+        import time
+
+        import numpy as np
+        import torch
+
+        from worldline.agents.dream_env import DreamEnv
+        from worldline.agents.filtered_env import FilteredEnv
+        from worldline.agents.reinforce import ReinforceConfig, run_policy, save_policy, train_reinforce
+        from worldline.core.errors import WorldlineError
+        from worldline.core.io import write_json
+        from worldline.core.pretrained import load_pretrained
+
+        torch.set_num_threads(1)
+        try:
+            cfg = ReinforceConfig(episodes=episodes, batch=batch, lr=lr, gamma=gamma, hidden=hidden, entropy=entropy, baseline=baseline, lam=lam, seed=seed)
+        except ValueError as e:
+            raise WorldlineError(str(e)) from None
+        if starts < 1:
+            raise WorldlineError(f"--starts must be >= 1, got {starts}")
+        t0 = time.perf_counter()
+        model = load_pretrained(wm)
+        real = FilteredEnv(env, model, max_steps=max_steps)
+        if contexts is None:
+            clips = []
+            for i in range(starts):
+                real.reset(seed=20_000 + i)
+                clips.append(real.render()[None])
+            contexts, context_frames = np.stack(clips), 1  # (starts, 1, H, W, 3)
+        dream = DreamEnv(model, contexts, context_frames=context_frames, observation="state", max_steps=dream_steps)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("dream episodes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      TextColumn("{task.fields[info]}")) as bar:
+            task = bar.add_task("train", total=cfg.episodes, info="")
+            policy, dream_returns = train_reinforce(dream, cfg, log=lambda row: bar.update(
+                task, completed=row["episodes"], info=f"batch return {row['mean_return']:.1f}"))
+        t_train = time.perf_counter()
+        save_policy(policy, out / "policy")
+
+        def stats(x):
+            return {"mean": float(np.mean(x)), "std": float(np.std(x)), "returns": x}
+
+        head = dream_returns[: min(100, len(dream_returns))]
+        summary = {
+            "world_model": str(wm), "env": env, "config": dataclasses.asdict(cfg), "eval_seeds": [10_000, 10_000 + eval_episodes - 1],
+            "dream_first100": float(np.mean(head)), "dream_last100": float(np.mean(dream_returns[-100:])), "dream_returns": dream_returns,
+            "real_mode": stats(run_policy(real, policy, eval_episodes, 10_000)),
+            "real_sampled": stats(run_policy(real, policy, eval_episodes, 10_000, explore=True)),
+            "random": stats(run_policy(real, None, eval_episodes, 10_000)),
+            "seconds": {"train": t_train - t0, "total": time.perf_counter() - t0},
+        }
+        real.close()
+        write_json(out / "summary.json", summary)
+        typer.echo(json.dumps({"env": env, "dream_first100": summary["dream_first100"], "dream_last100": summary["dream_last100"],
+                               **{k: summary[k]["mean"] for k in ("real_mode", "real_sampled", "random")}}))

@@ -213,6 +213,37 @@ class RSSMWorldModel(PixelChecks, WorldModel):
             raise WorldlineError("this rssm checkpoint has no reward head (model.reward_head=false): pass a reward_fn")
 
     # ------------------------------------------------------------------------------------------
+    # state features and filtering real frames one at a time (agents acting in a real env)
+    # ------------------------------------------------------------------------------------------
+
+    def decode_state(self, state: RSSMState) -> Tensor:
+        """The frame (B, 3, H, W) in [-1, 1] the decoder draws for a state."""
+        return self.decode(state.feat[:, None])[:, 0]
+
+    def state_features(self, state: RSSMState) -> Tensor:
+        """(B, deter + stoch * classes): the features an agent reads, concat(h, z) — in a dream and,
+        through :meth:`filter_start`/:meth:`filter_step`, in the real env alike."""
+        return state.feat
+
+    def filter_start(self, frames: Tensor, sample: bool = True) -> RSSMState:
+        """The posterior state of an episode's first frames (B, 3, H, W) in [-1, 1]: z sampled, or
+        with ``sample=False`` the posterior's mode (what :meth:`observe` does step by step)."""
+        self.check_frames(frames[:, None], "frames")
+        h, _ = self.first_state(frames.shape[0], frames.device)
+        return RSSMState(h, self._posterior_z(h, frames, sample))
+
+    def filter_step(self, state: RSSMState, action_feats: Tensor, frames: Tensor, sample: bool = True) -> RSSMState:
+        """The posterior state after ``action_feats`` (B, F) led to the real ``frames`` (B, 3, H, W):
+        the memory steps with the action, then z is read off the new frame's posterior."""
+        self.check_frames(frames[:, None], "frames")
+        h, _ = self.core.img_step(state.h, state.z, action_feats)
+        return RSSMState(h, self._posterior_z(h, frames, sample))
+
+    def _posterior_z(self, h: Tensor, frames: Tensor, sample: bool) -> Tensor:
+        post = self.core.posterior(h, self.encoder(frames.float()))
+        return self.core.sample(post) if sample else rearrange(mode_one_hot(post), "b s k -> b (s k)")
+
+    # ------------------------------------------------------------------------------------------
     # the WorldModel contract
     # ------------------------------------------------------------------------------------------
 

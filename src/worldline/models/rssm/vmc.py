@@ -167,6 +167,32 @@ class VMCWorldModel(PixelChecks, WorldModel):
             raise WorldlineError("this vmc checkpoint has no reward head (model.reward_head=false): pass a reward_fn")
 
     # ------------------------------------------------------------------------------------------
+    # state features and filtering real frames one at a time (the controller in a real env)
+    # ------------------------------------------------------------------------------------------
+
+    def decode_state(self, state: VMCState) -> Tensor:
+        """The frame (B, 3, H, W) in [-1, 1] V draws for a state's code."""
+        return self.decode(state.z[:, None])[:, 0]
+
+    def state_features(self, state: VMCState) -> Tensor:
+        """(B, latent + rnn): [z, h], what the controller reads in the dream and in the real env."""
+        return state.feat
+
+    def filter_start(self, frames: Tensor, sample: bool = True) -> VMCState:
+        """V's mean code of an episode's first frames (B, 3, H, W) in [-1, 1], with an empty memory
+        (``sample`` is accepted for the family's interface: V's code is always its mean here)."""
+        self.check_frames(frames[:, None], "frames")
+        z = self.encode(frames[:, None].float())[0][:, 0]  # (B, L)
+        zeros = z.new_zeros(z.shape[0], self.config.rnn)
+        return VMCState(z, zeros, zeros.clone())
+
+    def filter_step(self, state: VMCState, action_feats: Tensor, frames: Tensor, sample: bool = True) -> VMCState:
+        """M reads the transition (z, action) into its memory; z becomes V's code of the real frame."""
+        self.check_frames(frames[:, None], "frames")
+        h, c = self.memory(state.z, action_feats, (state.h, state.c))
+        return VMCState(self.encode(frames[:, None].float())[0][:, 0], h, c)
+
+    # ------------------------------------------------------------------------------------------
     # the WorldModel contract
     # ------------------------------------------------------------------------------------------
 
