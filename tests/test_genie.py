@@ -182,6 +182,36 @@ def test_lam_overfits_a_toy_world_and_its_codes_mean_the_actions():
     assert len({z for _, z, _ in propose_layout(table)}) == 2, table  # and the two get different keys
 
 
+def test_code_bias_gives_still_transitions_one_code_not_a_random_one():
+    torch.manual_seed(0)
+    plain = LatentActionModel((SIZE, SIZE), 8, 24, 1, 2, 8).eval()
+    biased = LatentActionModel((SIZE, SIZE), 8, 24, 1, 2, 8, code_bias=True).eval()
+    assert plain.to_code.bias is None and torch.equal(biased.to_code.bias, torch.zeros(3))  # starts as the plain LAM
+    missing, _ = biased.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["to_code.bias"]
+    scene = torch.rand(16, 1, 3, SIZE, SIZE) * 2 - 1
+    still = torch.cat([scene, scene + 1e-3 * torch.randn_like(scene)], dim=1)  # (16, 2, ...): almost nothing changes
+    assert len(plain.infer(still).unique()) > 2  # at every sign boundary: noise picks the code
+    with torch.no_grad():
+        biased.to_code.bias.copy_(torch.tensor([0.5, -0.5, 0.5]))  # bits 0 and 2: code 5
+    assert biased.infer(still).eq(5).all()
+
+
+def test_checkpoints_from_before_the_code_bias_still_load(tmp_path):
+    import json
+
+    model = genie(lam_code_bias=False).eval()
+    model.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["lam_code_bias"]  # as written before the field existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    again = load_pretrained(tmp_path / "old")
+    assert again.config.lam_code_bias is False and again.lam.to_code.bias is None
+    frames, _ = toy_world(2, 4)
+    assert torch.equal(again.infer_latent_actions(frames), model.infer_latent_actions(frames))
+    assert genie().lam.to_code.bias is not None  # the preset's LAM has one
+
+
 # ----------------------------------------------------------------------------------------------
 # dynamics
 # ----------------------------------------------------------------------------------------------

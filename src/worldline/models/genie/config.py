@@ -24,6 +24,7 @@ class GenieConfig(LatentWorldModelConfig):
     entropy_weight: float = 0.001  # MAGVIT-v2's entropy term (decisive codes, all used); keep it ~1/10 of the reconstruction error or codes become a hash of the scene
     rate_weight: float = 0.0  # weight of the batch entropy of code usage as a penalty: codes that buy little reconstruction merge (with usage_floor, so none dies)
     usage_floor: float = 0.0  # > 0: instead of pushing code usage to uniform (which caps purity at ~n_actions/n), only penalise codes used by fewer than this share of transitions
+    lam_code_bias: bool = False  # a learnt bias on the LAM's code channels, so that a transition where nothing moves gets one code rather than a random one (False: checkpoints from before it)
     motion_weight: float = 10.0  # pixels that change between frames weigh up to 1 + this in the LAM's reconstruction (actions explain change)
 
     # dynamics: MaskGIT over the tokenizer's ids, conditioned on the latent action (and real action)

@@ -104,7 +104,7 @@ class LatentActionModel(nn.Module):
     """Frames (B, T, 3, H, W) in [-1, 1] -> one of ``n`` latent actions per transition."""
 
     def __init__(self, image_size: tuple[int, int], patch: int, dim: int, depth: int, heads: int, n: int,
-                 motion_weight: float = 0.0, usage_floor: float = 0.0):
+                 motion_weight: float = 0.0, usage_floor: float = 0.0, code_bias: bool = False):
         super().__init__()
         self.motion_weight = motion_weight
         H, W = image_size
@@ -115,7 +115,12 @@ class LatentActionModel(nn.Module):
         self.pool = nn.Linear(dim, 1)  # attention pooling: the few patches where the agent acts outweigh the static rest
         self.quantizer = LatentActionQuantizer(n, usage_floor=usage_floor)
         code_dim = self.quantizer.bits
-        self.to_code = nn.Linear(dim, code_dim, bias=False)  # of a change of features: no change, no code preference
+        # a code is read from a change of features; without a bias, a transition where (almost) nothing
+        # changes sits at the sign boundary of every channel and gets a random code (CoinRun: 537
+        # still NOOP transitions spread over all 8 codes); with one, stillness has a code of its own
+        self.to_code = nn.Linear(dim, code_dim, bias=code_bias)
+        if code_bias:
+            nn.init.zeros_(self.to_code.bias)  # starts with no code preference; learns where stillness goes
 
         self.embed_dec = PatchEmbed3D(3, dim, self.patch)
         self.from_code = nn.Linear(code_dim, dim)

@@ -74,7 +74,7 @@ class GenieWorldModel(LatentWorldModel):
             self.action_spec = ActionSpec(kind="discrete", dim=1, n=n, names=[f"latent {i}" for i in range(n)])
         self.lam = LatentActionModel(
             (H, W), config.lam_patch, config.lam_dim, config.lam_depth, config.lam_heads, n, config.motion_weight,
-            config.usage_floor,
+            config.usage_floor, config.lam_code_bias,
         )
         h, w = self.latent_shape
         self.dynamics = DynamicsTransformer(
