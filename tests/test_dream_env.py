@@ -73,6 +73,28 @@ def test_contexts_from_a_dataset(world_model, tmp_path):
     assert obs.shape == (H, H, 3)
 
 
+def test_dataset_contexts_are_filtered_with_their_own_actions(world_model, tmp_path):
+    from worldline.data.format import Dataset
+
+    write_dataset(tmp_path / "ds", [12, 9], size=H)
+    seen = []
+
+    class Spy(ConstantContinue):
+        def init_state(self, frames, context_actions=None, text=None):
+            seen.append(context_actions)
+            return self.model.init_state(frames, context_actions)
+
+    env = DreamEnv(Spy(world_model, 0.9), tmp_path / "ds", context_frames=3, episodes=[1])
+    _, info = env.reset(seed=0, options={"context": 1})
+    ds = Dataset(tmp_path / "ds")
+    starts = list(range(0, 9 - 3 + 1, 3))  # the clip starts DreamEnv cuts from a 9-frame episode
+    want = ds.episode(1)["actions"][starts[1] : starts[1] + 2]  # the 2 actions between its 3 frames
+    assert seen[-1].shape == (1, 2, want.shape[-1])
+    np.testing.assert_array_equal(seen[-1][0].numpy(), want)
+    DreamEnv(Spy(world_model, 0.9), np.zeros((1, 3, H, H, 3), np.uint8), context_frames=3).reset(seed=0)
+    assert seen[-1] is None  # bare frames carry no actions: the model reads them as a world running on its own
+
+
 def test_bad_input(world_model, clips, tmp_path):
     with pytest.raises(WorldlineError, match="no reward head"):
         DreamEnv(world_model, clips)

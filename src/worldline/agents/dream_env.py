@@ -43,7 +43,9 @@ class DreamEnv(gym.Env):
     Args:
         world_model: any worldline world model (loaded with ``load_pretrained``).
         contexts: where dreams start — a worldline dataset (path or :class:`~worldline.data.format.Dataset`)
-            whose episodes are cut into context clips, or an array of clips (N, K, H, W, 3) uint8.
+            whose episodes are cut into context clips (filtered with the actions played between
+            their frames), or an array of clips (N, K, H, W, 3) uint8 (filtered as a world running
+            on its own).
         context_frames: real frames the world model sees before the first step.
         observation: "frame" (uint8 image), "latent" (the model's ``embed`` of the frame) or
             "state" (the model's ``state_features`` of its dream state).
@@ -96,7 +98,9 @@ class DreamEnv(gym.Env):
         self._has_heads = callable(getattr(world_model, "reward_and_continue", None)) and bool(getattr(world_model, "has_reward_head", True))
         if reward_fn is None and not self._has_heads:
             raise WorldlineError(f"{type(world_model).__name__} has no reward head: pass reward_fn(obs, action, next_obs) -> float")
-        self._clips = _context_clips(contexts, context_frames, episodes)
+        # a dataset's clips come with the actions between their frames, so the model filters the
+        # context as it was played (zero actions read as "the world ran on its own")
+        self._clips, self._clip_actions = _context_clips(contexts, context_frames, episodes)
         H, W = self._clips.shape[2:4]
         size = getattr(getattr(world_model, "config", None), "image_size", None)
         if size is not None and tuple(size) != (H, W):
@@ -107,7 +111,7 @@ class DreamEnv(gym.Env):
             self.observation_space = gym.spaces.Box(0, 255, shape=(H, W, 3), dtype=np.uint8)
         elif observation == "state":
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                f = world_model.state_features(world_model.init_state(_to_model(self._clips[:1], self.device)))  # (1, F)
+                f = world_model.state_features(self._init_state(0))  # (1, F)
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=tuple(f.shape[1:]), dtype=np.float32)
         else:
             with torch.no_grad():
@@ -130,7 +134,7 @@ class DreamEnv(gym.Env):
             raise WorldlineError(f"options['context'] = {index} is outside 0..{len(self._clips) - 1}")
         clip = self._clips[index : index + 1]  # (1, K, H, W, 3)
         with torch.no_grad(), self._seeded():
-            self._state = self.world_model.init_state(_to_model(clip, self.device))
+            self._state = self._init_state(index)
         self._frame = np.ascontiguousarray(clip[0, -1])
         self._t = 0
         return self._observe(self._frame), {"context": index}
@@ -156,6 +160,13 @@ class DreamEnv(gym.Env):
             reward = float(self.reward_fn(previous, np.asarray(action), self._frame))
         truncated = self._t >= self.max_steps
         return self._observe(self._frame), reward, terminated, truncated, {}
+
+    def _init_state(self, index: int):
+        """The world model's state after the context clip ``index`` (with its actions, where known)."""
+        clip = _to_model(self._clips[index : index + 1], self.device)  # (1, K, 3, H, W)
+        if self._clip_actions is None or self._clip_actions.shape[1] == 0 or self.spec_.kind == "none":
+            return self.world_model.init_state(clip)
+        return self.world_model.init_state(clip, torch.from_numpy(self._clip_actions[index : index + 1]).to(self.device))
 
     def render(self):
         if self.render_mode == "rgb_array":
@@ -217,28 +228,30 @@ def _gym_space(spec: ActionSpec) -> gym.Space:
     return gym.spaces.Discrete(1)  # a video-only model: the one "action" is to let the world run
 
 
-def _context_clips(contexts: Any, k: int, episodes: list[int] | None) -> np.ndarray:
-    """(N, k, H, W, 3) uint8 clips from a dataset's episodes (evenly spaced starts) or an array."""
+def _context_clips(contexts: Any, k: int, episodes: list[int] | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, k, H, W, 3) uint8 clips from a dataset's episodes (evenly spaced starts) or an array, and
+    from a dataset the (N, k-1, A) actions taken between each clip's frames (None for an array)."""
     if isinstance(contexts, np.ndarray):
         if contexts.ndim != 5 or contexts.shape[-1] != 3 or contexts.dtype != np.uint8 or contexts.shape[1] < k or not len(contexts):
             raise WorldlineError(f"context clips must be (N, >={k}, H, W, 3) uint8, got {contexts.shape} {contexts.dtype}")
-        return contexts[:, -k:]
+        return contexts[:, -k:], None
     from worldline.data.cache import frame_store
     from worldline.data.format import Dataset
 
     dataset = contexts if isinstance(contexts, Dataset) else Dataset(contexts)
     store = frame_store(dataset, progress=False)
     ids = range(dataset.num_episodes) if episodes is None else episodes
-    clips = []
+    clips, actions = [], []
     for e in ids:
         if not 0 <= e < dataset.num_episodes:
             raise WorldlineError(f"{dataset.root}: no episode {e} (it has {dataset.num_episodes})")
         start, length = int(store.episode_starts[e]), int(store.episode_lengths[e])
         for s in range(0, length - k + 1, max(k, length // 8)):  # up to ~8 starts per episode
             clips.append(np.asarray(store.arrays["frames"][start + s : start + s + k]))
+            actions.append(np.asarray(store.arrays["actions"][start + s : start + s + k - 1], dtype=np.float32))  # actions[t] leads to frame t+1
     if not clips:
         raise WorldlineError(f"{dataset.root}: no episode has {k} frames for a context")
-    return np.stack(clips)
+    return np.stack(clips), np.stack(actions).reshape(len(clips), k - 1, -1)
 
 
 def _to_model(clip: np.ndarray, device: torch.device) -> torch.Tensor:
