@@ -379,3 +379,17 @@ def test_confusion_purity_usage_and_layout():
     assert propose_layout(table) == [(0, 5, pytest.approx(2 / 3)), (1, 2, 1.0), (2, 7, 1.0)]
     with pytest.raises(WorldlineError):
         confusion(np.array([3]), np.array([0]), 3, 8)
+
+
+def test_command_line_sample_steps_set_maskgit_steps_and_diffusion_options_are_refused():
+    from worldline.cli.sampling import set_sampling
+
+    model = genie()
+    assert model.maskgit_steps != 3
+    set_sampling(model, None, 0, 1.0, steps=3)
+    assert model.maskgit_steps == 3
+    for bad in (dict(guidance=2.0), dict(sampler="heun")):
+        with pytest.raises(WorldlineError, match="apply to diffusion"):
+            set_sampling(model, None, 0, 1.0, **bad)
+    with pytest.raises(WorldlineError, match="sample-steps"):
+        set_sampling(model, None, 0, 1.0, steps=0)
