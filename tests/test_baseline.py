@@ -20,7 +20,7 @@ from worldline.core.errors import WorldlineError
 from worldline.data.latent_cache import build_latent_store, latent_channel_stats
 from worldline.data.windows import EpisodeStore, WindowSampler
 from worldline.models.baseline import DeterministicConfig, DeterministicState, DeterministicWorldModel
-from worldline.nn.embeddings import ActionEmbedding, ActionMap, FiLM, modulate
+from worldline.nn.embeddings import ActionEmbedding, ActionMap, FiLM, PointerActionMap, modulate
 from worldline.tokenizers import ContinuousTokenizer, ContinuousTokenizerConfig, FSQTokenizer, FSQTokenizerConfig
 from worldline.train.config import RunConfig
 
@@ -123,6 +123,29 @@ def test_action_map_gives_each_position_its_own_vector():
     disc = ActionMap(DISC, tokens=6, dim=4)
     torch.testing.assert_close(disc(torch.tensor([[[2.0]]]))[0, 0], disc.maps[2])
     assert ActionMap(ActionSpec(), tokens=6, dim=4)(torch.zeros(3, 0)).abs().sum() == 0
+
+
+def test_pointer_action_map_is_shared_across_places():
+    box = ActionSpec(kind="continuous", dim=3, low=[0.0, -1.0, 0.0], high=[80.0, 1.0, 40.0])  # x in col 0, y in col 2
+    pmap = PointerActionMap(box, grid=(4, 8), dim=5, xy=[0, 2])  # 4 rows x 8 columns: a token is 10 x 10 action units
+    with torch.no_grad():
+        pmap.proj.weight.normal_()
+    at = lambda x, y, other=0.0: pmap(torch.tensor([x, other, y]))  # noqa: E731  (N, dim)
+    grid = lambda out: out.reshape(4, 8, 5)  # noqa: E731  (rows, cols, dim)
+    a, moved = grid(at(25.0, 13.0)), grid(at(35.0, 23.0))  # one token right and one down
+    # Translation equivariance: the token one right and one down of another sees what it saw.
+    torch.testing.assert_close(moved[1:, 1:], a[:-1, :-1])
+    # Local: a token far from the place gets almost nothing but the bias.
+    near, far = (grid(at(5.0, 5.0)) - pmap.proj.bias)[0, 0], (grid(at(5.0, 5.0)) - pmap.proj.bias)[3, 7]
+    assert far.norm() < 0.02 * near.norm()
+    assert not torch.allclose(a[1, 2], grid(at(21.0, 13.0))[1, 2])  # sub-token moves are seen
+    torch.testing.assert_close(at(25.0, 13.0, other=0.9), at(25.0, 13.0))  # the other columns play no part
+    with pytest.raises(ValueError, match="continuous"):
+        PointerActionMap(DISC, (4, 8), 5, [0, 1])
+    with pytest.raises(ValueError, match="two action columns"):
+        PointerActionMap(box, (4, 8), 5, [0, 3])
+    with pytest.raises(ValueError, match="finite bounds"):
+        PointerActionMap(ActionSpec(kind="continuous", dim=2, low=[0.0, None], high=[1.0, None]), (4, 8), 5, [0, 1])
 
 
 def test_film_starts_as_identity_and_modulates():

@@ -230,6 +230,19 @@ def test_actions_change_the_output_and_guidance_zero_ignores_them(tok_dir):
         model.set_sampling(guidance=-0.5)
 
 
+def test_pointer_actions_reach_the_tokens_where_they_point(tok_dir):
+    model = make_model(tok_dir, action_xy=[0, 1], action_map=False)
+    ctx, a = frames(2, 2), cont_actions(2, 3, seed=1)
+    b = a.clone()
+    b[..., 0] = 10.0 - b[..., 0]  # point elsewhere
+    assert (roll(model, ctx, a).latents - roll(model, ctx, b).latents).abs().max() > 1e-3
+    assert sum(p.numel() for p in model.pointer_map.parameters()) < 1000  # one small map for all tokens
+    with pytest.raises(WorldlineError, match="action_xy"):
+        make_model(tok_dir, spec=DISC, action_xy=[0, 1])
+    with pytest.raises(ValueError, match="action_xy"):
+        DiffusionConfig(tokenizer_path=str(tok_dir), action_xy=[1, 1])
+
+
 def test_discrete_actions_and_heun_sampling(tok_dir):
     model = make_model(tok_dir, spec=DISC, sampler="heun", sample_steps=3)
     a = torch.tensor([[[0.0], [1.0]], [[2.0], [3.0]]])

@@ -8,6 +8,7 @@ bounds, and a video-only dataset has no actions at all (A = 0).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -107,6 +108,55 @@ class ActionMap(nn.Module):
         if self.spec.kind == "continuous":
             return torch.einsum("...f,fnd->...nd", self.features(actions), self.maps)  # (..., N, dim)
         return actions.new_zeros(*actions.shape[:-1], self.tokens, self.dim)
+
+
+class PointerActionMap(nn.Module):
+    """Actions that name a place in the image (PushT's target, a cursor, a click) -> ``(..., N, dim)``:
+    each token's vector is one shared function of its offset to that place.
+
+    :class:`ActionMap` learns a separate map per token, so each token learns what an action does near
+    it only from the few windows where the action lands near it. Here the columns ``xy`` of the action
+    (x and y over the action box, which spans the image) become an offset in token units from every
+    token's centre, and one linear layer of local features of that offset is shared by all tokens:
+    what is learnt at one place holds at every place (translation equivariance, as a convolution).
+    The features are 2D bumps at three widths (a 1D Fourier feature per axis cannot say "here and
+    only here" without a product), the offset itself inside the middle bump (where in the token), and
+    sin/cos of the offset at three frequencies inside the widest bump (sub-token detail). The layer
+    starts small, so the map starts as a no-op.
+    """
+
+    SCALES = (0.5, 1.0, 2.0)  # bump widths in tokens
+    FREQUENCIES = (0.5, 1.0, 2.0)  # times pi per token: periods of 4, 2 and 1 tokens, whose phases place within a token
+
+    def __init__(self, spec: ActionSpec, grid: tuple[int, int], dim: int, xy: Sequence[int]):
+        super().__init__()
+        if spec.kind != "continuous":
+            raise ValueError(f"a pointer action needs a continuous action space, got {spec.kind=}")
+        if len(xy) != 2 or not all(0 <= i < spec.dim for i in xy):
+            raise ValueError(f"xy must be two action columns in 0..{spec.dim - 1}, got {list(xy)}")
+        low, high = _bounds(spec)
+        low, high = low[list(xy)], high[list(xy)]
+        if not (torch.isfinite(low) & torch.isfinite(high) & (high > low)).all():
+            raise ValueError(f"pointer action columns {list(xy)} need finite bounds (they map the box onto the image)")
+        gh, gw = grid
+        rows, cols = torch.meshgrid(torch.arange(gh) + 0.5, torch.arange(gw) + 0.5, indexing="ij")
+        self.register_buffer("centres", torch.stack([cols, rows], -1).reshape(-1, 2), persistent=False)  # (N, 2): x, y in tokens
+        self.register_buffer("low", low, persistent=False)
+        self.register_buffer("tokens_per_unit", torch.tensor([gw, gh], dtype=torch.float32) / (high - low), persistent=False)
+        self.xy = list(xy)
+        width = len(self.SCALES) + 2 + 4 * len(self.FREQUENCIES)
+        self.proj = nn.Linear(width, dim)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, actions: Tensor) -> Tensor:
+        place = (actions[..., self.xy].float() - self.low) * self.tokens_per_unit  # (..., 2) in tokens
+        d = place[..., None, :] - self.centres  # (..., N, 2): from each token's centre to the place
+        r2 = d.square().sum(-1, keepdim=True)  # (..., N, 1)
+        bumps = [torch.exp(-r2 / (2 * s * s)) for s in self.SCALES]
+        angles = torch.cat([d * (math.pi * f) for f in self.FREQUENCIES], dim=-1)  # (..., N, 2F)
+        fine = torch.cat([angles.sin(), angles.cos()], dim=-1) * bumps[-1]  # (..., N, 4F)
+        return self.proj(torch.cat([*bumps, d * bumps[1], fine], dim=-1))  # (..., N, dim)
 
 
 def _bounds(spec: ActionSpec) -> tuple[Tensor, Tensor]:

@@ -24,6 +24,7 @@ class DiffusionConfig(LatentWorldModelConfig):
     mlp_ratio: float = 4.0
     adaln_lora_rank: int = 0  # > 0: adaLN-LoRA (Cosmos), one shared low-rank projection instead of a full one per block
     action_map: bool = True  # also add a per-position linear map of the action's features to each token (nn.embeddings.ActionMap): where an action acts is then local, not left for attention to find
+    action_xy: list[int] = dataclasses.field(default_factory=list)  # two action columns that are an image position (x, y over the action box, e.g. PushT's target): each token also gets features of its offset to it, shared by all tokens (nn.embeddings.PointerActionMap); [] = none
     text: bool = False  # cross-attention to the shared text encoder's tokens; the encoder itself is never saved
     # --- EDM training ---
     sigma_data: float = 1.0  # the denoised variable is normalised to unit std by dataset statistics
@@ -53,6 +54,8 @@ class DiffusionConfig(LatentWorldModelConfig):
             raise ValueError(f"width/heads must be an even head size >= 6 for 3D RoPE, got {self.width=} {self.heads=}")
         if self.depth < 1 or self.patch < 1 or self.mlp_ratio <= 0 or self.adaln_lora_rank < 0:
             raise ValueError(f"bad network size: {self.depth=} {self.patch=} {self.mlp_ratio=} {self.adaln_lora_rank=}")
+        if self.action_xy and (len(self.action_xy) != 2 or len(set(self.action_xy)) != 2):
+            raise ValueError(f"action_xy must name two different action columns, got {self.action_xy=}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler=}")
         if self.sample_steps < 1 or not 0 < self.sigma_min < self.sigma_max or self.sigma_data <= 0 or self.p_std <= 0:

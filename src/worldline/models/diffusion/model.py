@@ -29,7 +29,7 @@ from worldline.models.diffusion.edm import EDM, karras_sigmas
 from worldline.models.diffusion.network import DiT
 from worldline.models.diffusion.samplers import SAMPLERS, sample
 from worldline.models.latent import LatentWorldModel, correct_frames
-from worldline.nn.embeddings import ActionEmbedding, ActionMap, NoiseLevelEmbedding
+from worldline.nn.embeddings import ActionEmbedding, ActionMap, NoiseLevelEmbedding, PointerActionMap
 from worldline.text import TEXT_DIM
 
 
@@ -65,6 +65,12 @@ class DiffusionWorldModel(LatentWorldModel):
         self.action_embed = ActionEmbedding(config.action_space, config.width)
         tokens = (h // config.patch) * (w // config.patch)
         self.action_map = ActionMap(config.action_space, tokens, config.width) if config.action_map else None
+        self.pointer_map = None
+        if config.action_xy:
+            try:
+                self.pointer_map = PointerActionMap(config.action_space, (h // config.patch, w // config.patch), config.width, config.action_xy)
+            except ValueError as e:
+                raise WorldlineError(f"model.action_xy={config.action_xy}: {e}") from None
         if config.text:
             self.text_null = nn.Parameter(torch.randn(1, TEXT_DIM) * 0.02)  # the "no text" token CFG falls back to
         self.register_buffer("residual_std", torch.ones(c))  # per-channel std of z_{t+1} - z_t, from the latent cache
@@ -182,6 +188,9 @@ class DiffusionWorldModel(LatentWorldModel):
         amap = None
         if self.action_map is not None:
             amap = self.action_map(frame_actions) * has_action[..., None, None]  # (B, k+n, N, D)
+        if self.pointer_map is not None:
+            pmap = self.pointer_map(frame_actions) * has_action[..., None, None]  # (B, k+n, N, D)
+            amap = pmap if amap is None else amap + pmap
         return self.net(torch.cat([frames, *extra], dim=2), cond, t_pos, n, key_mask, text, text_mask, action, amap)
 
     # ------------------------------------------------------------------------------------------
