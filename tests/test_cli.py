@@ -58,6 +58,26 @@ def test_demo_debug_end_to_end(demo_dir):
     assert (demo_dir / "runs" / "world_model" / "config.yaml").is_file()
 
 
+def test_demo_trains_again_a_stage_whose_config_changed(demo_dir):
+    import io
+
+    import yaml
+    from rich.console import Console
+
+    from worldline.demo import stale_run
+    from worldline.train.config import RunConfig
+
+    run_dir = demo_dir / "runs" / "world_model"
+    same = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    log = io.StringIO()
+    assert not stale_run(same, run_dir, Console(file=log))  # an unchanged stage resumes (here: is already done)
+    changed = same.to_dict()
+    changed["model"]["action_xy"] = []  # e.g. a demo left by a version without the pointer map
+    assert stale_run(RunConfig.from_dict(changed), run_dir, Console(file=log, width=300))
+    assert "model.action_xy" in log.getvalue()
+    assert not stale_run(same, demo_dir / "runs" / "nothing-here", Console(file=log))
+
+
 def test_commands_on_demo_outputs(demo_dir, tmp_path):
     data, wm = demo_dir / "data", demo_dir / "runs" / "world_model" / "final"
     tok = demo_dir / "runs" / "tokenizer" / "final"

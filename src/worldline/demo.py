@@ -28,19 +28,35 @@ class DemoSize:
     world_model_set: tuple[str, ...] = ()  # --set overrides of the world-model preset
     baseline: bool = True  # also train wm-deterministic (same size) and show it in the prediction comparison
 
+# PushT's action is the pusher's target, a place in the image: the diffusion model reads it through the
+# shared pointer map (model.action_xy). It sets only the world model; the baseline keeps its preset.
+POINTER = ("model.action_xy=[0,1]",)
 
 DEMO_SIZES = {
     # debug trains long enough that the smoke test can check the tokenizer learned something
     "debug": DemoSize(episodes=4, max_steps=40, tokenizer_size="debug", world_model_size="debug", eval_windows=8,
-                      rollouts=1, tokenizer_set=("train.steps=60", "train.lr=3e-3")),
+                      rollouts=1, tokenizer_set=("train.steps=60", "train.lr=3e-3"), world_model_set=POINTER),
     # small: 64 windows, as each diffusion rollout step is a DiT call (~1 min for 64 windows on a lightly loaded
     # 2-core machine); the baseline comparison costs ~3 min more (its training + evaluation), about 10.5 min in all.
-    "small": DemoSize(episodes=60, max_steps=200, tokenizer_size="small", world_model_size="small", eval_windows=64, rollouts=4),
+    "small": DemoSize(episodes=60, max_steps=200, tokenizer_size="small", world_model_size="small", eval_windows=64, rollouts=4,
+                      world_model_set=POINTER),
 }
 WORLD_MODEL, BASELINE = "wm-diffusion", "wm-deterministic"
 WORLD = "pusht"
 POLICY = "expert"  # the scripted pusher moves the block, so the world model sees contacts, not just jitter
 CONTEXT, HORIZON = 4, 16
+
+
+def stale_run(run_config, out_dir: Path, console: Console) -> bool:
+    """True if ``out_dir`` holds a run of another config (a demo left by an earlier version or size): the
+    demo is a built-in job, so it trains that stage again instead of refusing as ``worldline train`` does."""
+    from worldline.train.trainer import config_differences, existing_run_config
+
+    old = existing_run_config(Path(out_dir))
+    diffs = config_differences(old, run_config.to_dict()) if old is not None else []
+    if diffs:
+        console.print(f"{out_dir}: its config changed since it was trained ({diffs[0]}); training it again")
+    return bool(diffs)
 
 
 def _stage(console: Console, title: str) -> float:
@@ -76,7 +92,7 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
 
     # 1. record ---------------------------------------------------------------------------------
     t = _stage(console, f"1/7 record {n_episodes} {WORLD} episodes ({POLICY} policy)")
-    existing = None
+    existing, recorded = None, False
     if (data_dir / "meta" / "info.json").is_file():
         existing = Dataset(data_dir)
     if existing is not None and existing.num_episodes == n_episodes:
@@ -84,6 +100,7 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
     else:
         record(WORLD, n_episodes, data_dir, policy=POLICY, resolution=64, seed=seed,
                max_steps=spec.max_steps, mode="overwrite", progress=True)
+        recorded = True  # runs trained on the old recording are stale
     dataset = Dataset(data_dir)
     timings["record"] = time.time() - t
 
@@ -92,7 +109,9 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
     tok_cfg = apply_overrides(load_preset("tokenizer-continuous", spec.tokenizer_size), list(spec.tokenizer_set))
     tok_cfg.setdefault("data", {})["path"] = str(data_dir)
     tok_cfg.setdefault("train", {})["seed"] = seed
-    tok_final = train(RunConfig.from_dict(tok_cfg), runs / "tokenizer", resume=True, progress=True)
+    tok_run = RunConfig.from_dict(tok_cfg)
+    retrain = recorded or stale_run(tok_run, runs / "tokenizer", console)
+    tok_final = train(tok_run, runs / "tokenizer", resume=not retrain, progress=True)
     timings["tokenizer"] = time.time() - t
 
     # 3. tokenizer quality ---------------------------------------------------------------------------
@@ -113,13 +132,16 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
 
     t = _stage(console, f"4/7 train the world model ({WORLD_MODEL}/{spec.world_model_size})")
     wm_run = world_model_run(WORLD_MODEL, spec.world_model_set)
-    wm_final = train(wm_run, runs / "world_model", resume=True, progress=True)
+    fresh = retrain or stale_run(wm_run, runs / "world_model", console)  # a new tokenizer makes every latent model stale
+    wm_final = train(wm_run, runs / "world_model", resume=not fresh, progress=True)
     timings["world_model"] = time.time() - t
 
     base_final = None
     if spec.baseline:
         t = _stage(console, f"5/7 train the deterministic baseline for comparison ({BASELINE}/{spec.world_model_size})")
-        base_final = train(world_model_run(BASELINE, ()), runs / "baseline", resume=True, progress=True)
+        base_run = world_model_run(BASELINE, ())
+        fresh = retrain or stale_run(base_run, runs / "baseline", console)
+        base_final = train(base_run, runs / "baseline", resume=not fresh, progress=True)
         timings["baseline"] = time.time() - t
 
     # 5. prediction benchmark + rollouts --------------------------------------------------------------

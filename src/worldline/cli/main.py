@@ -297,7 +297,7 @@ def rollout(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo"), help="Where the dataset, runs and report go."),
-    size: str = typer.Option("small", help="small (the real demo, ~7 min on 2 cores) or debug (about a minute)."),
+    size: str = typer.Option("small", help="small (the real demo, ~12 min on 2 cores) or debug (about a minute)."),
     episodes: Optional[int] = typer.Option(None, help="PushT episodes to record (default by size)."),
     seed: int = typer.Option(0, help="Seed for recording and training."),
 ):
