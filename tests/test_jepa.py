@@ -179,3 +179,46 @@ def test_train_encoder_then_ac_model_end_to_end(tmp_path):
     assert isinstance(model, JEPAWorldModel) and model.config.image_size == (32, 32)
     enc = load_pretrained(enc_dir)
     assert all(torch.equal(p, q) for p, q in zip(model.encoder.parameters(), enc.target.parameters()))
+
+
+def _square_frames(cols, size=32, side=4):
+    """(n, 1, 3, size, size) frames of a white square on black, its column at each of ``cols``."""
+    frames = -torch.ones(len(cols), 1, 3, size, size)
+    for i, c in enumerate(cols):
+        frames[i, 0, :, 14 : 14 + side, c : c + side] = 1.0
+    return frames
+
+
+def test_keypoints_follow_a_moving_object_where_pooled_tokens_go_flat():
+    """The keypoint distance to a goal keeps growing as a thin object moves away; the 1x1 pooled one
+    stops changing once the object has left the goal's patch (the Reacher arm's flat landscape)."""
+    from worldline.models.jepa.encoder import VisionEncoder
+
+    torch.manual_seed(0)
+    enc = VisionEncoder(dim=24, depth=1, heads=2, mlp_ratio=2.0, patch=4, tubelet=1).eval()
+    frames = _square_frames([0, 4, 8, 12, 16, 20, 24, 28])
+    with torch.no_grad():
+        kp = enc.encode_keypoints(frames, 1, tau=0.05)[:, 0, :, 0, 0]  # (n, 48)
+        avg = enc.encode_frames(frames, 1, 8)[:, 0].flatten(1)  # (n, 24*8*8) unpooled patch tokens
+    assert kp.shape == (8, 48) and kp.abs().max() <= 1
+    d_kp = (kp - kp[0]).abs().mean(1)
+    d_avg = (avg - avg[0]).abs().mean(1)
+    assert (d_kp[1:].diff() > 0).float().mean() >= 0.8, d_kp  # keeps growing with the distance
+    assert d_kp[-1] > 3 * d_kp[1]
+    assert d_avg[-1] < 1.5 * d_avg[2], d_avg  # once the squares stop overlapping, pooled distances plateau
+
+
+def test_keypoint_model_embeds_one_token_of_coordinates_and_plans_shapes():
+    torch.manual_seed(0)
+    model = JEPAWorldModel(ac_config(pool="keypoints")).eval()
+    D = model.encoder_config.dim
+    assert model.embed_dim == 2 * D and model.grid == 1
+    frames = torch.rand(2, 2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z = model.embed(frames)
+        state = model.init_state(frames, torch.rand(2, 1, 2) * 512)
+        out = model.imagine(state, torch.rand(2, 3, 2) * 512)
+        pics = model.decode(out)
+    assert z.shape == (2, 2, 1, 2 * D) and out.shape == (2, 3, 1, 2 * D) and pics.shape == (2, 3, 3, 64, 64)
+    with pytest.raises(ValueError, match="pool"):
+        ac_config(pool="max").__post_init__()

@@ -24,6 +24,10 @@ def plan(
     samples: Optional[int] = typer.Option(None, help="cem/mppi: action sequences per iteration; gradient: parallel starts."),
     iterations: Optional[int] = typer.Option(None, help="cem/mppi iterations or gradient steps."),
     cost: str = typer.Option("l1", help="Goal cost: l1 or l2 distance of embeddings."),
+    path_weight: float = typer.Option(0.0, help="Add this times the mean goal distance over all planned steps to "
+                                      "the last step's (rewards arriving early and staying; Reacher needs it)."),
+    init_std: Optional[float] = typer.Option(None, help="cem/gradient: initial action std, mppi: noise std, in "
+                                             "units of the action box's half-width (small for fast arms: Reacher 0.15)."),
     seed: int = typer.Option(1_000_000, help="First seed of the held-out expert trajectories."),
     baselines: bool = typer.Option(True, help="Also run the random and goal-copying baselines."),
     traces: int = typer.Option(3, help="Episodes saved as gif/mp4 planning traces."),
@@ -39,24 +43,15 @@ def plan(
     from worldline.core.pretrained import load_pretrained
     from worldline.core.contracts import WorldModel
     from worldline.eval.planning import benchmark, format_table, report_section
-    from worldline.planning import GoalCost
 
     if threads > 0:
         torch.set_num_threads(threads)
     model = load_pretrained(ckpt)
     if not isinstance(model, WorldModel):
         raise WorldlineError(f"{ckpt} holds a {type(model).__name__}, not a world model")
-    kwargs: dict = {"cost": GoalCost(kind=cost), "seed": seed}
-    if planner == "random":
-        kwargs = {"seed": seed}
-    elif planner == "gradient":
-        kwargs.update({k: v for k, v in (("starts", samples), ("steps", iterations)) if v is not None})
-    else:
-        kwargs.update({k: v for k, v in (("samples", samples), ("iterations", iterations)) if v is not None})
-        if planner == "cem" and samples is not None:
-            kwargs["elites"] = max(2, min(samples // 8, 64))
-            kwargs["keep_elites"] = min(kwargs["elites"], 8)
     try:
+        kwargs = planner_kwargs(planner, samples=samples, iterations=iterations, cost=cost, path_weight=path_weight,
+                                init_std=init_std, seed=seed)
         results = benchmark(model, env, planner, episodes, budget=budget, offset=offset, horizon=horizon,
                             execute=execute, seed=seed, baselines=baselines, traces=traces if out else 0,
                             out_dir=out, planner_kwargs=kwargs)
@@ -70,3 +65,22 @@ def plan(
         index = write_report(out, title=f"worldline plan: {env}",
                              sections=[(f"Planning ({planner}, {env})", report_section(results, out))])
         console.print(f"results in [bold]{out / 'planning.json'}[/bold], report [bold]{index}[/bold]")
+
+
+def planner_kwargs(planner: str, *, samples: int | None = None, iterations: int | None = None, cost: str = "l1",
+                   path_weight: float = 0.0, init_std: float | None = None, seed: int = 1_000_000) -> dict:
+    """The planner's constructor arguments from the command line's options (None: the planner's default)."""
+    from worldline.planning import GoalCost
+
+    if planner == "random":
+        return {"seed": seed}
+    kwargs: dict = {"cost": GoalCost(kind=cost, path_weight=path_weight), "seed": seed}
+    if planner == "gradient":
+        pairs = (("starts", samples), ("steps", iterations), ("init_std", init_std))
+    else:
+        pairs = (("samples", samples), ("iterations", iterations), ("noise_std" if planner == "mppi" else "init_std", init_std))
+    kwargs.update({k: v for k, v in pairs if v is not None})
+    if planner == "cem" and samples is not None:
+        kwargs["elites"] = max(2, min(samples // 8, 64))
+        kwargs["keep_elites"] = min(kwargs["elites"], 8)
+    return kwargs

@@ -21,7 +21,7 @@ Built-in worlds (``worldline record --env NAME``):
     MuJoCo ``Reacher-v5``: a two-link arm moves its fingertip to a red target; the action is the two
     joint torques in [-1, 1]. MuJoCo renders offscreen at the resolution from a top-down camera over
     the arena (EGL unless ``MUJOCO_GL`` says otherwise). 50 frames/s, 50 steps. Policies: random,
-    smooth, expert.
+    smooth, expert, gentle (small torques).
 
 Any other id goes through ``gymnasium.make(id, render_mode="rgb_array")``; its frames are resized
 with PIL's box filter (an area average, so thin objects fade rather than alias away). Its policies
@@ -84,7 +84,7 @@ BUILTIN: dict[str, Builtin] = {
         max_steps=50,
         fps=50,
         task="Move the arm's fingertip onto the red target.",
-        policies=("random", "smooth", "expert"),
+        policies=("random", "smooth", "expert", "gentle"),
     ),
     "coinrun": Builtin(
         description="procgen CoinRun (procgen-mirror, easy levels, one level per episode seed): the camera "

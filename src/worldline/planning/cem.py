@@ -36,6 +36,8 @@ class CEM(Planner):
             raise ValueError(f"elites must be in 1..samples, got {self.elites=} {self.samples=}")
         if not 0 <= self.keep_elites <= self.elites:
             raise ValueError(f"keep_elites must be in 0..elites, got {self.keep_elites=}")
+        if self.init_std <= 0 or self.min_std < 0:
+            raise ValueError(f"need init_std > 0 and min_std >= 0, got {self.init_std=} {self.min_std=}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum=}")
 

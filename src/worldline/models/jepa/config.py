@@ -75,6 +75,8 @@ class JEPAConfig(ModelConfig):
     action_space: ActionSpec = dataclasses.field(default_factory=ActionSpec)  # the env's, copied from the dataset
     image_size: tuple[int, int] = (64, 64)  # (H, W) of the frames; set from the dataset
     grid: int = 4  # embeddings are average-pooled to grid x grid tokens per frame: fewer tokens make planning fast enough on a CPU
+    pool: str = "avg"  # "avg": grid x grid pooled tokens; "keypoints": one token of 2 x D image coordinates, where each channel fires (spatial soft-argmax, Levine et al. 2016); see keypoint_tau
+    keypoint_tau: float = 0.05  # softmax temperature over the patch grid per channel, in LayerNorm'd token units (per-channel spread ~0.1): a thin arm's pooled tokens stop changing once two poses no longer overlap, so their distance is flat far from the goal; coordinates move with the pose everywhere (Reacher, true dynamics: goal-cost rank vs tip distance 0.58 -> 0.78)
     frameskip: int = 1  # env steps per model step; a model action is the frameskip env actions concatenated (DINO-WM uses 5 on PushT)
     context_frames: int = 2  # model steps of history the predictor attends to (velocity needs 2)
     train_horizon: int = 3  # predicted model steps per training window (window = context_frames + train_horizon model steps)
@@ -93,6 +95,10 @@ class JEPAConfig(ModelConfig):
             raise ValueError(f"image_size must be (H, W), got {self.image_size=}")
         if self.grid < 1:
             raise ValueError(f"grid must be >= 1, got {self.grid=}")
+        if self.pool not in ("avg", "keypoints"):
+            raise ValueError(f"pool must be avg or keypoints, got {self.pool=}")
+        if self.keypoint_tau <= 0:
+            raise ValueError(f"keypoint_tau must be > 0, got {self.keypoint_tau=}")
         if self.frameskip < 1 or self.context_frames < 1 or self.train_horizon < 1:
             raise ValueError(f"frameskip, context_frames and train_horizon must be >= 1, got {self.frameskip=} "
                              f"{self.context_frames=} {self.train_horizon=}")

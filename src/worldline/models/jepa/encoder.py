@@ -89,3 +89,15 @@ class VisionEncoder(nn.Module):
         if (h, w) != (grid, grid):
             fmap = nn.functional.adaptive_avg_pool2d(fmap, grid)  # (B*T, dim, grid, grid)
         return rearrange(fmap, "(b t) d h w -> b t d h w", b=B)  # (B, T, dim, grid, grid)
+
+    def encode_keypoints(self, frames: Tensor, tubelet: int, tau: float) -> Tensor:
+        """Per-frame keypoints (B, T, 2 * dim, 1, 1): for each channel, the softmax(tokens / ``tau``)
+        weighted mean of the patch centres' (x, y) in [-1, 1], all x first, then all y."""
+        B, T = frames.shape[:2]
+        x = rearrange(frames, "b t c h w -> (b t) 1 c h w").expand(-1, tubelet, -1, -1, -1)  # (B*T, tubelet, 3, H, W)
+        _, h, w = self.grid(x)
+        p = torch.softmax(self(x)[:, : h * w] / tau, dim=1)  # (B*T, h*w, dim): first tubelet slice's tokens
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
+        kx = torch.einsum("nld,l->nd", p, xs.flatten())  # (B*T, dim)
+        ky = torch.einsum("nld,l->nd", p, ys.flatten())  # (B*T, dim)
+        return rearrange(torch.cat([kx, ky], dim=1), "(b t) c -> b t c 1 1", b=B)  # (B, T, 2*dim, 1, 1)

@@ -52,6 +52,14 @@ class _FrameCodeKey:
     grid: int
 
 
+@dataclasses.dataclass
+class _KeypointCodeKey:
+    """The same for keypoint embeddings (a class of its own keeps the avg caches' fingerprints)."""
+
+    encoder: dict
+    keypoint_tau: float
+
+
 class _FrameCoder(nn.Module):
     """The frozen encoder seen as a per-frame tokenizer, for data.latent_cache: (n, 1, 3, H, W) -> (n, 1, D, g, g)."""
 
@@ -60,11 +68,14 @@ class _FrameCoder(nn.Module):
     def __init__(self, model: "JEPAWorldModel"):
         super().__init__()
         self.encoder = model.encoder
-        self.tubelet, self.grid = model.encoder_config.tubelet, model.config.grid
-        self.config = _FrameCodeKey(model.config.encoder, model.config.grid)
+        c = model.config
+        self.tubelet, self.grid, self.pool, self.tau = model.encoder_config.tubelet, c.grid, c.pool, c.keypoint_tau
+        self.config = _FrameCodeKey(c.encoder, c.grid) if c.pool == "avg" else _KeypointCodeKey(c.encoder, c.keypoint_tau)
 
     @torch.no_grad()
     def encode(self, frames: Tensor) -> Tensor:
+        if self.pool == "keypoints":
+            return self.encoder.encode_keypoints(frames, self.tubelet, self.tau)
         return self.encoder.encode_frames(frames, self.tubelet, self.grid)
 
 
@@ -84,7 +95,7 @@ class JEPAWorldModel(WorldModel):
         H, W = config.image_size
         if H % enc.patch or W % enc.patch:
             raise WorldlineError(f"frames of {H}x{W} (model.image_size) do not split into the encoder's {enc.patch}-pixel patches")
-        if config.grid > min(H, W) // enc.patch:
+        if config.pool == "avg" and config.grid > min(H, W) // enc.patch:
             raise WorldlineError(f"model.grid={config.grid} is finer than the encoder's patch grid {H // enc.patch}x{W // enc.patch}")
         self.encoder = VisionEncoder(enc.dim, enc.depth, enc.heads, enc.mlp_ratio, enc.patch, enc.tubelet)
         self.encoder.requires_grad_(False).eval()
@@ -95,13 +106,15 @@ class JEPAWorldModel(WorldModel):
             low=None if spec.low is None else list(spec.low) * k, high=None if spec.high is None else list(spec.high) * k)
         self.action_embed = ActionEmbedding(spec, config.dim)
         self.action_merge = nn.Linear(k * config.dim, config.dim) if k > 1 else nn.Identity()
-        self.predictor = ACPredictor(enc.dim, config.dim, config.depth, config.heads, config.mlp_ratio, config.grid)
-        self.probe = PixelProbe(enc.dim, config.grid, config.image_size, config.probe_width) if config.probe else None
+        # keypoints: one token per frame holding every channel's (x, y)
+        self.grid, self.embed_dim = (1, 2 * enc.dim) if config.pool == "keypoints" else (config.grid, enc.dim)
+        self.predictor = ACPredictor(self.embed_dim, config.dim, config.depth, config.heads, config.mlp_ratio, self.grid)
+        self.probe = PixelProbe(self.embed_dim, self.grid, config.image_size, config.probe_width) if config.probe else None
         # Per-channel statistics of the training embeddings (set by latent_store, saved with the weights):
         # a JEPA encoder's features vary little around a large constant part, so the predictor, the
         # probe and the planners' costs work on standardised embeddings.
-        self.register_buffer("embed_mean", torch.zeros(enc.dim))
-        self.register_buffer("embed_std", torch.ones(enc.dim))
+        self.register_buffer("embed_mean", torch.zeros(self.embed_dim))
+        self.register_buffer("embed_std", torch.ones(self.embed_dim))
 
     # ------------------------------------------------------------------------------------------
     # training hooks (train/run.py)
@@ -130,8 +143,11 @@ class JEPAWorldModel(WorldModel):
         from worldline.data.latent_cache import latent_channel_stats
 
         mean, std = latent_channel_stats(store)
+        std = torch.as_tensor(std, dtype=torch.float32)
+        if self.config.pool == "keypoints":  # one scale for all coordinates: standardising each would blow up the still ones (background channels) into noise
+            std = std.square().mean().sqrt().expand_as(std)
         self.embed_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.embed_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-4))
+        self.embed_std.copy_(std.clamp_min(1e-4))
         if self.probe is not None:
             store.arrays["frames"] = frame_store.arrays["frames"]
         return store
@@ -195,11 +211,11 @@ class JEPAWorldModel(WorldModel):
 
     @torch.no_grad()
     def encode(self, frames: Tensor) -> Tensor:
-        """(B, T, 3, H, W) -> standardised per-frame embeddings (B, T, N, D), N = grid * grid."""
+        """(B, T, 3, H, W) -> standardised per-frame embeddings (B, T, N, D), N = grid * grid (1 for keypoints)."""
         B = frames.shape[0]
         flat = rearrange(frames.float(), "b t c h w -> (b t) 1 c h w")  # (B*T, 1, 3, H, W)
-        parts = [self.encoder.encode_frames(flat[i : i + CHUNK], self.encoder_config.tubelet, self.config.grid)
-                 for i in range(0, flat.shape[0], CHUNK)]
+        coder = _FrameCoder(self)
+        parts = [coder.encode(flat[i : i + CHUNK]) for i in range(0, flat.shape[0], CHUNK)]
         z = torch.cat(parts)[:, 0]  # (B*T, D, g, g)
         return self.normalize(rearrange(z, "(b t) d h w -> b t (h w) d", b=B))  # (B, T, N, D) standardised
 
@@ -211,14 +227,14 @@ class JEPAWorldModel(WorldModel):
 
     def probe_frames(self, z: Tensor) -> Tensor:
         """(B, N, D) embeddings -> (B, 3, H, W) probe pictures."""
-        g = self.config.grid
+        g = self.grid
         return self.probe(rearrange(z, "b (h w) d -> b d h w", h=g, w=g))
 
     def decode(self, z: Tensor) -> Tensor:
         """(B, T, N, D) embeddings -> probe frames (B, T, 3, H, W) in [-1, 1]; only with a probe."""
         if self.probe is None:
             raise WorldlineError("this JEPA model has no pixel probe (model.probe=false), so it cannot show frames")
-        N, D = self.config.grid**2, self.encoder_config.dim
+        N, D = self.grid**2, self.embed_dim
         if z.dim() != 4 or tuple(z.shape[2:]) != (N, D):
             raise WorldlineError(f"embeddings must be (B, T, {N}, {D}), got {tuple(z.shape)}")
         B = z.shape[0]
