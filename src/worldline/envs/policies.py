@@ -16,6 +16,8 @@ at the start of every episode, so an episode is a pure function of its seed. Eve
   where it will cross the paddle row, and serves. reacher: joint-velocity control towards the
   velocities that move the fingertip to the target (Jacobian pseudo-inverse). Gains and noise are
   drawn per episode so episodes differ.
+- ``gentle`` (reacher) Gaussian torques at a per-episode scale of 0.05..0.4: the regime a planner
+  searches in (uniform torques spin the arm several turns a second).
 """
 
 from __future__ import annotations
@@ -346,6 +348,21 @@ class ReacherExpert(Policy):
         return _to_box(self.space, torque)
 
 
+class ReacherGentle(Policy):
+    """Independent Gaussian torques at a scale drawn per episode in [0.05, 0.4] of the box.
+
+    Uniform torques spin the arm several turns per second (torque 1 for 25 steps turns the shoulder
+    21 rad), far from the small torques a goal-reaching controller or a planner uses; a world model
+    planned with must have seen those."""
+
+    def reset(self, seed):
+        super().reset(seed)
+        self.scale = self.rng.uniform(0.05, 0.4)
+
+    def act(self, obs, info):
+        return _to_box(self.space, self.scale * self.rng.standard_normal(self.space.shape))
+
+
 # ----------------------------------------------------------------------------------------------
 # Lookup
 # ----------------------------------------------------------------------------------------------
@@ -360,6 +377,8 @@ EXPERTS: dict[str, Callable[..., Policy]] = {  # keyed by gymnasium id
 
 SCRIPTED: dict[str, dict[str, str]] = {  # gymnasium id -> policy name -> "module:class", imported when made
     "worldline/CoinRun-v0": {"hold": "worldline.envs.coinrun:HoldPolicy"},
+    "Reacher-v5": {"gentle": "worldline.envs.policies:ReacherGentle"},  # small torques, for planning data (issue 6)
+    "CarRacing-v3": {"driver": "worldline.agents.carracing:RoadDriver"},  # data for V-M-C (issue 9)
 }
 
 
