@@ -307,13 +307,33 @@ def test_vmc_pipeline_end_to_end_on_the_debug_preset(tmp_path):
     from worldline.models.rssm.vmc import VMCWorldModel
 
     out = tmp_path / "vmc"
-    result = CliRunner().invoke(app, [
-        "vmc", "--env", "Pendulum-v1", "--out", str(out), "--episodes", "2", "--max-steps", "12", "--size", "debug",
-        "--generations", "2", "--popsize", "4", "--rollouts", "2", "--horizon", "3", "--eval-episodes", "1",
-    ])
+    args = ["vmc", "--env", "Pendulum-v1", "--out", str(out), "--episodes", "2", "--max-steps", "12", "--size", "debug",
+            "--generations", "2", "--popsize", "4", "--rollouts", "2", "--horizon", "3", "--eval-episodes", "1"]
+    result = CliRunner().invoke(app, [*args, "--temperature", "1.5"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["controller_returns"]) == 1 and np.isfinite(summary["random_mean"])
+    assert summary["temperature"] == 1.5 and summary["cmaes"]["popsize"] == 4 and summary["eval_seeds"] == [10_000, 10_000]
+    check = summary["reward_check"]  # on the one held-out episode, before the search
+    assert check["episodes"] == 1 and check["steps"] == 12 and -1 <= check["corr"] <= 1
+    assert check["positive_share"] == 0 and check["pred_positive"] is None  # Pendulum never pays > 0
+    assert len(summary["bias_only_returns"]) == 1 and len(summary["initial_controller_returns"]) == 1
+    # a second call reuses data/ and the finished model/; a bad temperature is refused before the search
+    mtime = (out / "model" / "final" / "model.safetensors").stat().st_mtime
+    result = CliRunner().invoke(app, [*args, "--temperature", "0"])
+    assert isinstance(result.exception, WorldlineError) and "temperature" in str(result.exception)
+    assert (out / "model" / "final" / "model.safetensors").stat().st_mtime == mtime
+    # --model searches with a saved V+M instead of training one (data/ still gives the dream starts)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data").symlink_to(out / "data")
+    args = [*args[:4], str(other), *args[5:]]
+    result = CliRunner().invoke(app, [*args, "--model", str(out / "model" / "final")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((other / "summary.json").read_text())["model"] == str(out / "model" / "final")
+    assert not (other / "model").exists()
+    result = CliRunner().invoke(app, [*args, "--model", str(tmp_path)])
+    assert isinstance(result.exception, WorldlineError) and "not a saved world model" in str(result.exception)
     wm = load_pretrained(out / "model" / "final")
     assert isinstance(wm, VMCWorldModel) and wm.action_spec.kind == "continuous"
     controller = load_controller(out / "controller")

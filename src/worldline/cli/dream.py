@@ -30,6 +30,14 @@ def _dataclass_with(cls, overrides: list[str], where: str, **values):
     return from_dict(cls, apply_overrides(values, overrides), where=where)
 
 
+def _vmc_log(row: dict) -> None:
+    if "reward_check" in row:
+        typer.echo(f"reward head on held-out episodes: {json.dumps(row['reward_check'])}")
+    elif row["generation"] == 1 or row["generation"] % 10 == 0:
+        typer.echo(f"generation {row['generation']}: dream return of the CMA-ES mean {row['distribution_mean']:.2f}, "
+                   f"best candidate {row['best']:.2f}, sigma {row['sigma']:.3f}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("dreamer")
     def dreamer(
@@ -84,14 +92,18 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="run directory: data/, model/, controller/, summary.json, cmaes.png"),
         episodes: int = typer.Option(20, help="real episodes recorded to train V and M"),
         max_steps: int = typer.Option(300, help="cap of every real episode (recorded and evaluated)"),
-        policy: str = typer.Option("smooth", help="exploration policy of the recording"),
+        policy: str = typer.Option("smooth", help="policy of the recording; comma-separated names alternate per episode, e.g. driver,driver,smooth on CarRacing-v3"),
         preset: str = typer.Option("vmc"),
         size: str = typer.Option("small"),
         generations: int = typer.Option(50, help="CMA-ES generations in the dream"),
         popsize: int = typer.Option(16, help="CMA-ES candidates per generation"),
         rollouts: int = typer.Option(16, help="dreams per candidate"),
         horizon: int = typer.Option(100, help="dream steps per rollout"),
-        eval_episodes: int = typer.Option(5, help="real evaluation episodes (controller and random, same seeds)"),
+        sigma0: float = typer.Option(0.1, help="CMA-ES initial step on the controller's parameters"),
+        temperature: Optional[float] = typer.Option(None, help="M's sampling temperature in the dream (default: the model's; > 1 is harder to exploit)"),
+        context: int = typer.Option(4, help="real frames M reads before each dream"),
+        model: Optional[Path] = typer.Option(None, "--model", help="a saved V+M (e.g. OUT/model/checkpoints/step-001000) to search with instead of training one"),
+        eval_episodes: int = typer.Option(20, help="real evaluation episodes, seeds 10000+seed on (controller, random, untrained and bias-only controllers)"),
         seed: int = typer.Option(0),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="model.KEY=V or train.KEY=V for V+M training"),
     ) -> None:
@@ -104,12 +116,14 @@ def register(app: typer.Typer) -> None:
 
         torch.set_num_threads(1)
         try:
-            cmaes = CMAESConfig(generations=generations, popsize=popsize, rollouts=rollouts, horizon=horizon, seed=seed)
+            cmaes = CMAESConfig(generations=generations, popsize=popsize, rollouts=rollouts, horizon=horizon, sigma0=sigma0, seed=seed)
         except ValueError as e:
             raise WorldlineError(str(e)) from None
         summary = train_vmc(env, out, episodes=episodes, max_steps=max_steps, policy=policy, preset=preset, size=size,
-                            overrides=list(set_ or []), cmaes=cmaes, eval_episodes=eval_episodes, seed=seed)
-        typer.echo(json.dumps({k: summary[k] for k in ("env", "seed", "controller_mean", "random_mean")}))
+                            overrides=list(set_ or []), cmaes=cmaes, eval_episodes=eval_episodes, context=context, seed=seed,
+                            temperature=temperature, model=model, log=_vmc_log)
+        typer.echo(json.dumps({k: summary[k] for k in ("env", "seed", "reward_check", "controller_mean", "controller_std", "random_mean",
+                                                        "random_std", "initial_controller_mean", "bias_only_mean")}))
 
     @app.command("dream-agent")
     def dream_agent(
