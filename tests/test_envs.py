@@ -118,6 +118,9 @@ def test_any_gymnasium_id(tmp_path):
     with pytest.raises(WorldlineError, match=r"unknown policy 'smooth' for env CartPole-v1 \(available: random\)"):
         make_policy("smooth", env, 0)
     env.close()
+    car, info = make_env("CarRacing-v3", 32)
+    assert info.policies == ("random", "smooth", "driver")  # a scripted recording policy is listed with the rest
+    car.close()
 
 
 # ----------------------------------------------------------------------------------------------

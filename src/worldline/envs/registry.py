@@ -381,7 +381,9 @@ def make_env(env_id: str, resolution: int = 64, max_steps: int | None = None) ->
         spec_ = action_spec_from_space(env.action_space, names)
     fps = env.metadata.get("render_fps") or DEFAULT_FPS
     max_steps = max_steps or (env.spec.max_episode_steps if env.spec else None) or DEFAULT_MAX_STEPS
-    policies = ("random", "smooth") if spec_.kind == "continuous" else ("random",)
+    from worldline.envs.policies import available_policies
+
+    policies = tuple(available_policies(env))  # random, smooth for boxes, and any scripted one (CarRacing's driver)
     info = WorldInfo(
         env_id=env_id,
         gym_id=env_id,
