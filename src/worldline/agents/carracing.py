@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from worldline.envs.policies import Policy, SmoothPolicy, _to_box
+from worldline.envs.policies import Policy, SmoothPolicy, to_box
 
 
 class RoadDriver(Policy):
@@ -59,4 +59,4 @@ class RoadDriver(Policy):
         speed = float(np.hypot(*hull.linearVelocity))
         gas = 0.5 if speed < self.speed else 0.0
         brake = 0.3 if speed > 1.3 * self.speed else 0.0
-        return _to_box(self.space, np.array([np.clip(steer, -1, 1), gas, brake]))
+        return to_box(self.space, np.array([np.clip(steer, -1, 1), gas, brake]))

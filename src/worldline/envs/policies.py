@@ -58,7 +58,8 @@ def _box_scale(space: gym.spaces.Box) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return centre, half, bounded
 
 
-def _to_box(space: gym.spaces.Box, a: np.ndarray) -> np.ndarray:
+def to_box(space: gym.spaces.Box, a: np.ndarray) -> np.ndarray:
+    """``a`` clipped into the Box and cast to its dtype (scripted policies outside this module use it too)."""
     return np.clip(a, space.low, space.high).astype(space.dtype)
 
 
@@ -77,7 +78,7 @@ class RandomPolicy(Policy):
         if isinstance(space, gym.spaces.Box):
             centre, half, bounded = _box_scale(space)
             u = np.where(bounded, self.rng.uniform(-1, 1, space.shape), self.rng.standard_normal(space.shape))
-            return _to_box(space, centre + half * u)
+            return to_box(space, centre + half * u)
         raise WorldlineError(f"the random policy does not support action space {space}")
 
 
@@ -112,7 +113,7 @@ class SmoothPolicy(Policy):
         else:
             self.x = self.x + delta * (self.step_size / dist)
         self.x = np.clip(self.x + self.jitter * self.rng.standard_normal(self.x.shape), -1, 1)
-        return _to_box(self.space, self.centre + self.half * self.x)
+        return to_box(self.space, self.centre + self.half * self.x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,7 +346,7 @@ class ReacherExpert(Policy):
         qvel_des = np.linalg.pinv(J, rcond=0.05) @ (self.k_task * err)
         qvel_des = np.clip(qvel_des, -20, 20)
         torque = self.k_vel * (qvel_des - qvel) + self.noise * self.rng.standard_normal(2)
-        return _to_box(self.space, torque)
+        return to_box(self.space, torque)
 
 
 class ReacherGentle(Policy):
@@ -360,7 +361,7 @@ class ReacherGentle(Policy):
         self.scale = self.rng.uniform(0.05, 0.4)
 
     def act(self, obs, info):
-        return _to_box(self.space, self.scale * self.rng.standard_normal(self.space.shape))
+        return to_box(self.space, self.scale * self.rng.standard_normal(self.space.shape))
 
 
 # ----------------------------------------------------------------------------------------------
