@@ -14,13 +14,18 @@ from worldline.core.errors import WorldlineError
 from worldline.core.pretrained import load_pretrained
 from worldline.train.config import RunConfig
 
-PRESETS = sorted(list_presets())
+# variants of a preset's debug model whose code paths differ enough to need the suite too
+VARIANTS = {"jepa-ac+lewm": ("jepa-ac", {"pool": "projector", "latent_dim": 8, "projector_hidden": 16, "idm_weight": 0.5})}
+PRESETS = sorted(list_presets()) + sorted(VARIANTS)
 ACTIONS = ActionSpec(kind="continuous", dim=2, low=[0.0, 0.0], high=[512.0, 512.0])
 H = W = 64
 
 
 def debug_config(preset):
+    preset, changes = VARIANTS.get(preset, (preset, {}))
     cfg = RunConfig.from_dict(load_preset(preset, "debug")).model
+    for k, v in changes.items():
+        setattr(cfg, k, v)
     if hasattr(cfg, "action_space"):
         cfg.action_space = ACTIONS
     if hasattr(cfg, "tokenizer") and cfg.tokenizer is None:

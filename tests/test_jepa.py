@@ -222,3 +222,109 @@ def test_keypoint_model_embeds_one_token_of_coordinates_and_plans_shapes():
     assert z.shape == (2, 2, 1, 2 * D) and out.shape == (2, 3, 1, 2 * D) and pics.shape == (2, 3, 3, 64, 64)
     with pytest.raises(ValueError, match="pool"):
         ac_config(pool="max").__post_init__()
+
+
+# ----------------------------------------------------------------------------------------------
+# pool: projector (LeWM): encoder and predictor trained end to end under SIGReg
+# ----------------------------------------------------------------------------------------------
+
+
+def test_sigreg_is_small_for_standard_normal_and_large_otherwise():
+    from worldline.nn.sigreg import sigreg
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 256, 32, generator=g)
+    normal = sigreg(x, generator=g)
+    for bad in (x * 0.1, x * 3, x + 1, torch.zeros_like(x) + 0.5, x.abs()):
+        assert sigreg(bad, generator=g) > 5 * normal
+    with pytest.raises(ValueError):
+        sigreg(torch.randn(1, 8))
+
+
+def test_sigreg_gradient_spreads_collapsed_embeddings():
+    from worldline.nn.sigreg import sigreg
+
+    torch.manual_seed(0)
+    z = (0.01 * torch.randn(128, 8)).requires_grad_()
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        sigreg(z, projections=64).backward()
+        opt.step()
+    std = z.detach().std(0)
+    assert std.min() > 0.6 and std.max() < 1.4, std
+    assert z.detach().mean(0).abs().max() < 0.3
+
+
+def test_projector_model_trains_its_encoder(tmp_path):
+    """pool: projector needs no pretrained encoder, trains it (no latent cache) and saves it with the model."""
+    from _data_helpers import write_dataset
+    from worldline.core.pretrained import load_pretrained
+    from worldline.train.run import train
+
+    write_dataset(tmp_path / "data", [12, 10], size=32)
+    ac = load_preset("jepa-ac", "debug")
+    ac["model"].pop("encoder")
+    ac["model"].update(pool="projector", latent_dim=8, projector_hidden=16)
+    cfg = RunConfig.from_dict({**ac, "data": {"path": str(tmp_path / "data"), "val_fraction": 0.0}})
+    cfg.train.steps, cfg.train.eval_every = 3, 0
+    final = train(cfg, tmp_path / "ac", progress=False)
+    model = load_pretrained(final)
+    assert isinstance(model, JEPAWorldModel) and not model.uses_latents and model.embed_dim == 8
+    torch.manual_seed(cfg.train.seed)
+    fresh = JEPAWorldModel(model.config)
+    assert any(not torch.equal(p, q) for p, q in zip(model.encoder.parameters(), fresh.encoder.parameters()))
+    assert [f.name.startswith("observation.image") for f in (tmp_path / "data" / "cache").iterdir()] == [True]  # frames only, no latents
+    z = model.eval().embed(torch.rand(2, 3, 3, 32, 32) * 2 - 1)
+    assert z.shape == (2, 3, 1, 8)
+
+
+def _slider(n, length, size=32, seed=0):
+    """Episodes of a square whose column moves by 3 px per unit of action: (frames (n, T, 3, s, s), actions (n, T, 1), columns (n, T))."""
+    g = torch.Generator().manual_seed(seed)
+    actions = torch.rand(n, length, 1, generator=g) * 2 - 1
+    cols = torch.zeros(n, length)
+    cols[:, 0] = torch.rand(n, generator=g) * (size - 6)
+    for t in range(1, length):
+        cols[:, t] = (cols[:, t - 1] + 3 * actions[:, t - 1, 0]).clamp(0, size - 6)
+    frames = -torch.ones(n, length, 3, size, size)
+    for i in range(n):
+        for t in range(length):
+            c = int(cols[i, t].round())
+            frames[i, t, :, 12:18, c : c + 6] = 1.0
+    return frames, actions, cols
+
+
+def test_end_to_end_embedding_learns_the_controlled_position_and_does_not_collapse():
+    """A few hundred LeWM steps on a square moved by the action: the one-token embedding comes to
+    encode the square's column (held-out linear probe), stays spread (SIGReg), the predictor beats
+    copying the last embedding, and the inverse-dynamics head reads the action back from it."""
+    from worldline.models.jepa.diagnostics import channel_spread, linear_probe_r2
+
+    torch.manual_seed(0)
+    enc = {"type": "jepa_encoder", "image_size": [32, 32], "frames": 1, "patch": 8, "dim": 32, "depth": 1, "heads": 2,
+           "pred_dim": 16, "pred_depth": 1, "pred_heads": 2}
+    cfg = ac_config(pool="projector", encoder=enc, image_size=(32, 32), latent_dim=8, projector_hidden=32,
+                    action_space=ActionSpec(kind="continuous", dim=1, low=[-1.0], high=[1.0]),
+                    frameskip=1, context_frames=2, train_horizon=2, rollout_steps=1, dim=32, depth=1, probe=False, idm_weight=0.5)
+    model = JEPAWorldModel(cfg)
+    frames, actions, cols = _slider(64, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(250):
+        i = torch.randint(0, 64, (32,))
+        loss, logs = model.loss({"frames": frames[i], "actions": actions[i]})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    test_frames, test_actions, test_cols = _slider(64, 4, seed=1)
+    with torch.no_grad():
+        z = model.embed(test_frames)  # (64, 4, 1, 8)
+        _, logs = model.loss({"frames": test_frames, "actions": test_actions})
+    flat = z.flatten(0, 1)[:, 0]
+    assert channel_spread(flat) > 0.5
+    assert linear_probe_r2(flat.numpy(), test_cols.flatten()[:, None].numpy())[0] > 0.8
+    assert logs["tf_mse"] < 0.5 * logs["copy_mse"], logs
+    assert logs["idm"] < 0.5 / 3, logs  # actions are U(-1, 1): variance 1/3 (clamping at the edges hides some)
+    with pytest.raises(ValueError, match="idm_weight"):
+        ac_config(pool="avg", idm_weight=1.0).__post_init__()

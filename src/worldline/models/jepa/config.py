@@ -68,15 +68,22 @@ class JEPAEncoderConfig(ModelConfig):
 
 @dataclasses.dataclass
 class JEPAConfig(ModelConfig):
-    """V-JEPA 2-AC: a block-causal predictor over per-frame embeddings of a frozen JEPA encoder."""
+    """V-JEPA 2-AC: a block-causal predictor over per-frame embeddings of a frozen JEPA encoder (or, with
+    ``pool: projector``, LeWM: encoder and predictor trained together from pixels)."""
 
     encoder_path: str = ""  # pretrained jepa_encoder dir (a run's final/); its EMA target encoder is loaded and frozen
     encoder: dict[str, Any] | None = None  # that encoder's config, copied in by bind_dataset so a checkpoint is self-contained
     action_space: ActionSpec = dataclasses.field(default_factory=ActionSpec)  # the env's, copied from the dataset
     image_size: tuple[int, int] = (64, 64)  # (H, W) of the frames; set from the dataset
     grid: int = 4  # embeddings are average-pooled to grid x grid tokens per frame: fewer tokens make planning fast enough on a CPU
-    pool: str = "avg"  # "avg": grid x grid pooled tokens; "keypoints": one token of 2 x D image coordinates, where each channel fires (spatial soft-argmax, Levine et al. 2016); see keypoint_tau
+    pool: str = "avg"  # "avg": grid x grid pooled tokens; "keypoints": one token of 2 x D image coordinates, where each channel fires (spatial soft-argmax, Levine et al. 2016); see keypoint_tau; "projector": LeWM (Maes et al. 2026), one token = an MLP projection of all the encoder's tokens, and the encoder trains end to end with the predictor under SIGReg (encoder_path optional: without it the encoder starts from scratch)
     keypoint_tau: float = 0.05  # softmax temperature over the patch grid per channel, in LayerNorm'd token units (per-channel spread ~0.1): a thin arm's pooled tokens stop changing once two poses no longer overlap, so their distance is flat far from the goal; coordinates move with the pose everywhere (Reacher, true dynamics: goal-cost rank vs tip distance 0.58 -> 0.78)
+    latent_dim: int = 128  # projector: size of the one-token embedding the planners compare
+    projector_reduce: int = 8  # projector: channels kept per encoder token before all tokens are concatenated (64 tokens x 8 = 512 inputs at 64x64)
+    projector_hidden: int = 512  # projector: width of its hidden layer (Linear, BatchNorm, GELU, Linear as LeWM: the encoder's final LayerNorm pins each token's norm, the BatchNorm'd projection can become Gaussian)
+    sigreg_weight: float = 0.09  # projector: weight of SIGReg (N(0, I) test of the embeddings per time step) against collapse; LeWM's value
+    sigreg_projections: int = 256  # projector: random directions SIGReg tests per step
+    idm_weight: float = 0.0  # projector: weight of an inverse-dynamics loss (PLDM, Sobal et al. 2025): a small MLP reads each model action back from the embeddings before and after it and the one before those (the velocity), so the encoder must keep what the actions move. Without it, on Reacher, the encoder drifted to what never changes within an episode (the target): copying the last embedding became as good as predicting
     frameskip: int = 1  # env steps per model step; a model action is the frameskip env actions concatenated (DINO-WM uses 5 on PushT)
     context_frames: int = 2  # model steps of history the predictor attends to (velocity needs 2)
     train_horizon: int = 3  # predicted model steps per training window (window = context_frames + train_horizon model steps)
@@ -95,10 +102,16 @@ class JEPAConfig(ModelConfig):
             raise ValueError(f"image_size must be (H, W), got {self.image_size=}")
         if self.grid < 1:
             raise ValueError(f"grid must be >= 1, got {self.grid=}")
-        if self.pool not in ("avg", "keypoints"):
-            raise ValueError(f"pool must be avg or keypoints, got {self.pool=}")
+        if self.pool not in ("avg", "keypoints", "projector"):
+            raise ValueError(f"pool must be avg, keypoints or projector, got {self.pool=}")
+        if self.latent_dim < 2 or self.projector_reduce < 1 or self.projector_hidden < 1 or self.sigreg_weight < 0 or self.sigreg_projections < 1:
+            raise ValueError(f"need latent_dim >= 2, projector_hidden >= 1, sigreg_weight >= 0 and sigreg_projections >= 1, got "
+                             f"{self.latent_dim=} {self.projector_reduce=} {self.projector_hidden=} {self.sigreg_weight=} {self.sigreg_projections=}")
         if self.keypoint_tau <= 0:
             raise ValueError(f"keypoint_tau must be > 0, got {self.keypoint_tau=}")
+        if self.idm_weight < 0 or (self.idm_weight > 0 and (self.pool != "projector" or self.context_frames + self.train_horizon < 3)):
+            raise ValueError(f"idm_weight must be >= 0 and needs pool=projector (a frozen encoder cannot learn from it) and windows of "
+                             f">= 3 model steps, got {self.idm_weight=} {self.pool=} {self.context_frames=} {self.train_horizon=}")
         if self.frameskip < 1 or self.context_frames < 1 or self.train_horizon < 1:
             raise ValueError(f"frameskip, context_frames and train_horizon must be >= 1, got {self.frameskip=} "
                              f"{self.context_frames=} {self.train_horizon=}")
@@ -124,6 +137,8 @@ class JEPAConfig(ModelConfig):
         from worldline.core.pretrained import read_pretrained_config
 
         if not self.encoder_path:
+            if self.encoder is None and self.pool == "projector":  # trained from scratch: the default ViT at this resolution
+                self.encoder = to_dict(JEPAEncoderConfig(image_size=tuple(self.image_size)))
             if self.encoder is None:
                 raise WorldlineError("model.encoder_path is required: a pretrained jepa_encoder dir (e.g. runs/jepa-encoder/final)")
             return

@@ -11,6 +11,15 @@ leads from model step t to t + 1 (the contract's convention).
 
 Training runs on a cache of per-frame embeddings (``latent_store``), so the frozen encoder runs once
 per frame, not once per step; the frames stay in the store for the probe.
+
+``pool: projector`` is LeWM (Maes et al. 2026) instead: the encoder is not frozen but trains with the
+predictor on the prediction loss (mean squared, gradients into both sides), one token per frame (an MLP
+projector of all the encoder's tokens), and SIGReg (nn/sigreg.py) keeps the embeddings N(0, I) so they
+cannot collapse. The aim is features shaped by what the actions move: a frozen masked-prediction
+encoder's jumped about on Reacher (a 0.02 s frame changed them by 0.78 of their spread). SIGReg alone
+lets the embedding spend its spread on what never changes within an episode (Reacher's target), so an
+optional inverse-dynamics head (``idm_weight``) makes it keep the moving parts. No cache: every step
+encodes its windows' frames.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from worldline.models.jepa.encoder import VisionEncoder
 from worldline.models.jepa.predictor import ACPredictor
 from worldline.models.jepa.probe import PixelProbe
 from worldline.nn.embeddings import ActionEmbedding
+from worldline.nn.sigreg import sigreg
 
 CHUNK = 256  # frames per encoder call
 
@@ -81,8 +91,6 @@ class _FrameCoder(nn.Module):
 
 @register_model("jepa", JEPAConfig)
 class JEPAWorldModel(WorldModel):
-    uses_latents = True  # train/run.py calls latent_store: embeddings are computed once per frame
-
     def __init__(self, config: JEPAConfig):
         super().__init__()
         self.config = config
@@ -98,7 +106,9 @@ class JEPAWorldModel(WorldModel):
         if config.pool == "avg" and config.grid > min(H, W) // enc.patch:
             raise WorldlineError(f"model.grid={config.grid} is finer than the encoder's patch grid {H // enc.patch}x{W // enc.patch}")
         self.encoder = VisionEncoder(enc.dim, enc.depth, enc.heads, enc.mlp_ratio, enc.patch, enc.tubelet)
-        self.encoder.requires_grad_(False).eval()
+        self.end_to_end = config.pool == "projector"
+        if not self.end_to_end:
+            self.encoder.requires_grad_(False).eval()
 
         spec, k = config.action_space, config.frameskip
         self.action_spec = spec if k == 1 else ActionSpec(
@@ -106,8 +116,20 @@ class JEPAWorldModel(WorldModel):
             low=None if spec.low is None else list(spec.low) * k, high=None if spec.high is None else list(spec.high) * k)
         self.action_embed = ActionEmbedding(spec, config.dim)
         self.action_merge = nn.Linear(k * config.dim, config.dim) if k > 1 else nn.Identity()
-        # keypoints: one token per frame holding every channel's (x, y)
-        self.grid, self.embed_dim = (1, 2 * enc.dim) if config.pool == "keypoints" else (config.grid, enc.dim)
+        # keypoints: one token per frame holding every channel's (x, y); projector: one token of latent_dim
+        self.grid, self.embed_dim = {"keypoints": (1, 2 * enc.dim), "projector": (1, config.latent_dim)}.get(
+            config.pool, (config.grid, enc.dim))
+        # The projector reads every token (each narrowed to projector_reduce channels), not their mean: the
+        # encoder has RoPE only, so it is translation-equivariant and a mean of its tokens hardly knows
+        # where anything is (LeWM's ViT has learned absolute positions and a CLS token instead).
+        self.reduce = nn.Linear(enc.dim, config.projector_reduce) if self.end_to_end else None
+        self.projector = nn.Sequential(
+            nn.Linear(config.projector_reduce * (H // enc.patch) * (W // enc.patch), config.projector_hidden),
+            nn.BatchNorm1d(config.projector_hidden), nn.GELU(), nn.Linear(config.projector_hidden, config.latent_dim),
+        ) if self.end_to_end else None
+        idm_out = spec.n if spec.kind == "discrete" else k * spec.dim  # logits, or the k env actions scaled to [-1, 1]
+        self.idm = nn.Sequential(nn.Linear(3 * self.embed_dim, config.dim), nn.GELU(), nn.Linear(config.dim, idm_out)) \
+            if config.idm_weight > 0 and spec.kind != "none" else None
         self.predictor = ACPredictor(self.embed_dim, config.dim, config.depth, config.heads, config.mlp_ratio, self.grid)
         self.probe = PixelProbe(self.embed_dim, self.grid, config.image_size, config.probe_width) if config.probe else None
         # Per-channel statistics of the training embeddings (set by latent_store, saved with the weights):
@@ -120,11 +142,19 @@ class JEPAWorldModel(WorldModel):
     # training hooks (train/run.py)
     # ------------------------------------------------------------------------------------------
 
+    @property
+    def uses_latents(self) -> bool:
+        """train/run.py calls latent_store (embeddings computed once per frame) unless the encoder trains."""
+        return not self.end_to_end
+
     def prepare_for_training(self) -> None:
-        """Load the pretrained encoder's EMA target weights from ``encoder_path`` and keep them frozen."""
+        """Load the pretrained encoder's EMA target weights from ``encoder_path`` and keep them frozen
+        (``pool: projector``: they are the starting point, and without a path the encoder starts fresh)."""
         from worldline.core.pretrained import WEIGHTS_NAME, read_weights
 
         if not self.config.encoder_path:
+            if self.end_to_end:
+                return
             raise WorldlineError("model.encoder_path is required to train: a pretrained jepa_encoder dir")
         path = Path(self.config.encoder_path) / WEIGHTS_NAME
         state = read_weights(path)
@@ -132,7 +162,8 @@ class JEPAWorldModel(WorldModel):
         missing, unexpected = self.encoder.load_state_dict(target, strict=False)
         if missing or unexpected or not target:
             raise WorldlineError(f"{path} does not hold a matching jepa_encoder target (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        self.encoder.requires_grad_(False).eval()
+        if not self.end_to_end:
+            self.encoder.requires_grad_(False).eval()
 
     def latent_store(self, frame_store):
         """Embed every frame once (cached on disk); the frames stay for the probe."""
@@ -158,7 +189,8 @@ class JEPAWorldModel(WorldModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.encoder.eval()
+        if not self.end_to_end:
+            self.encoder.eval()
         return self
 
     def window(self) -> int:
@@ -169,21 +201,41 @@ class JEPAWorldModel(WorldModel):
         c = self.config
         K, Hz, R, k = c.context_frames, c.train_horizon, c.rollout_steps, c.frameskip
         M = K + Hz
+        T = batch["latents"].shape[1] if "latents" in batch else batch["frames"].shape[1]
+        if T < (M - 1) * k + 1:
+            raise WorldlineError(f"batch has {T} frames, the model needs windows of {(M - 1) * k + 1}")
         if "latents" in batch:
-            z = self.normalize(rearrange(batch["latents"].float(), "b t d h w -> b t (h w) d"))  # (B, T, N, D)
+            z = self.normalize(rearrange(batch["latents"][:, : (M - 1) * k + 1 : k].float(), "b t d h w -> b t (h w) d"))  # (B, M, N, D)
+        elif self.end_to_end:
+            z = self.project(batch["frames"][:, : (M - 1) * k + 1 : k])  # (B, M, 1, D), with gradients into the encoder
         else:
-            z = self.encode(batch["frames"])
-        if z.shape[1] < (M - 1) * k + 1:
-            raise WorldlineError(f"batch has {z.shape[1]} frames, the model needs windows of {(M - 1) * k + 1}")
-        z = z[:, : (M - 1) * k + 1 : k]  # (B, M, N, D): one embedding per model step
+            z = self.encode(batch["frames"][:, : (M - 1) * k + 1 : k])  # (B, M, N, D): one embedding per model step
+        dist = (lambda x, y: (x - y).square().mean()) if self.end_to_end else (lambda x, y: (x - y).abs().mean())
+        name = "mse" if self.end_to_end else "l1"  # LeWM's loss is mean squared; V-JEPA 2-AC's L1
         actions = rearrange(batch["actions"][:, : (M - 1) * k].float(), "b (m k) a -> b m (k a)", k=k)  # (B, M-1, k*A)
         a = self.embed_actions(actions)  # (B, M-1, dim)
 
         # Teacher forcing: every step predicted from the true embeddings before it, in one pass.
         pred = self.predictor(z[:, : M - 1], a)  # (B, M-1, N, D) ~ z[:, 1:]
-        tf = (pred - z[:, 1:]).abs().mean()
+        tf = dist(pred, z[:, 1:])
         loss = tf
-        logs = {"tf_l1": tf.item(), "copy_l1": (z[:, :-1] - z[:, 1:]).abs().mean().item()}
+        logs = {f"tf_{name}": tf.item(), f"copy_{name}": dist(z[:, :-1], z[:, 1:]).item()}
+        if self.end_to_end:  # SIGReg per model step over the batch: without it the cheapest prediction is a constant embedding
+            reg = sigreg(rearrange(z, "b m n d -> m (b n) d"), self.config.sigreg_projections)
+            loss = loss + self.config.sigreg_weight * reg
+            logs["sigreg"] = reg.item()
+
+        if self.idm is not None:  # inverse dynamics: action t from the embeddings at t - 1, t, t + 1 (the step before gives the velocity)
+            guess = self.idm(torch.cat([z[:, :-2], z[:, 1:-1], z[:, 2:]], dim=-1).flatten(2))  # (B, M-2, out)
+            acted = actions[:, 1:]  # (B, M-2, k*A): the actions between steps 1..M-1
+            if c.action_space.kind == "discrete":
+                idm = F.cross_entropy(guess.flatten(0, 1), acted[..., 0].round().long().flatten())
+            else:
+                f = self.action_embed.features
+                target = (rearrange(acted, "b m (k a) -> b m k a", k=k) - f.center) / f.half_range  # (B, M-2, k, A) in [-1, 1]
+                idm = (guess - target.flatten(2)).square().mean()
+            loss = loss + c.idm_weight * idm
+            logs["idm"] = idm.item()
 
         # Rollout: from K true steps, the predictor's outputs are fed back for R steps.
         if R >= 1:
@@ -193,9 +245,9 @@ class JEPAWorldModel(WorldModel):
                 steps.append(nxt)
                 hz = torch.cat([hz, nxt[:, None]], dim=1)
                 ha = torch.cat([ha, a[:, K + s : K + s + 1]], dim=1)
-            roll = (torch.stack(steps, dim=1) - z[:, K : K + R]).abs().mean()
+            roll = dist(torch.stack(steps, dim=1), z[:, K : K + R])
             loss = loss + c.rollout_weight * roll
-            logs["rollout_l1"] = roll.item()
+            logs[f"rollout_{name}"] = roll.item()
 
         # Probe: pixels of the last step's frame from its (detached) true embedding.
         if self.probe is not None and "frames" in batch:
@@ -209,10 +261,25 @@ class JEPAWorldModel(WorldModel):
     # embeddings, actions, probe
     # ------------------------------------------------------------------------------------------
 
+    def project(self, frames: Tensor) -> Tensor:
+        """``pool: projector``: (B, T, 3, H, W) -> (B, T, 1, latent_dim), each frame encoded alone, its
+        tokens narrowed, concatenated in raster order and projected; differentiable (this is the embedding
+        the encoder trains for)."""
+        B = frames.shape[0]
+        x = rearrange(frames.float(), "b t c h w -> (b t) 1 c h w").expand(-1, self.encoder_config.tubelet, -1, -1, -1)
+        _, h, w = self.encoder.grid(x)
+        tokens = self.reduce(self.encoder(x)[:, : h * w])  # (B*T, h*w, reduce): the first tubelet slice's tokens
+        return rearrange(self.projector(tokens.flatten(1)), "(b t) d -> b t 1 d", b=B)
+
     @torch.no_grad()
     def encode(self, frames: Tensor) -> Tensor:
-        """(B, T, 3, H, W) -> standardised per-frame embeddings (B, T, N, D), N = grid * grid (1 for keypoints)."""
+        """(B, T, 3, H, W) -> standardised per-frame embeddings (B, T, N, D), N = grid * grid (1 for keypoints
+        and projector)."""
         B = frames.shape[0]
+        if self.end_to_end:  # already N(0, I) by SIGReg: the normalisation buffers stay 0 and 1
+            flat = frames.float().flatten(0, 1)[:, None]  # (B*T, 1, 3, H, W)
+            z = torch.cat([self.project(flat[i : i + CHUNK]) for i in range(0, flat.shape[0], CHUNK)])  # (B*T, 1, 1, D)
+            return rearrange(z, "(b t) 1 n d -> b t n d", b=B)
         flat = rearrange(frames.float(), "b t c h w -> (b t) 1 c h w")  # (B*T, 1, 3, H, W)
         coder = _FrameCoder(self)
         parts = [coder.encode(flat[i : i + CHUNK]) for i in range(0, flat.shape[0], CHUNK)]
