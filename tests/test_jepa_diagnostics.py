@@ -27,6 +27,32 @@ def test_linear_probe_works_with_more_features_than_rows():
     assert r2[0] > 0.8
 
 
+def test_grouped_probe_does_not_let_a_per_episode_lookup_pass_for_reading():
+    """A feature that only names the episode predicts a per-episode constant under a row split (the
+    test rows' episodes were seen) and nothing once whole episodes are held out."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(20), 10)
+    x = np.eye(20)[groups] + 0.01 * rng.normal(size=(200, 20))  # one-hot episode id
+    y = rng.normal(size=20)[groups]  # a per-episode constant (Reacher's target)
+    assert linear_probe_r2(x, y)[0] > 0.9
+    assert linear_probe_r2(x, y, groups=groups)[0] < 0.2
+    with pytest.raises(WorldlineError, match="groups"):
+        linear_probe_r2(x, y, groups=groups[:-1])
+
+
+def test_collect_states_gives_reacher_tip_target_and_episodes():
+    pytest.importorskip("mujoco")
+    from worldline.models.jepa.diagnostics import collect_states
+
+    frames, states, names, episodes = collect_states("reacher", 12, "random", resolution=32, episode_steps=5)
+    assert frames.shape == (12, 32, 32, 3) and states.shape == (12, 4)
+    assert names == ["tip_x", "tip_y", "target_x", "target_y"]
+    assert episodes.tolist() == [0] * 5 + [1] * 5 + [2] * 2
+    for e in range(3):  # the target stays put within an episode, the fingertip moves
+        assert np.ptp(states[episodes == e, 2:], axis=0).max() < 1e-9
+    assert np.ptp(states[episodes == 0, :2], axis=0).max() > 1e-4
+
+
 def test_linear_probe_rejects_mismatched_rows():
     with pytest.raises(WorldlineError, match="paired rows"):
         linear_probe_r2(np.zeros((20, 3)), np.zeros((19, 1)))
