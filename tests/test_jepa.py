@@ -328,3 +328,23 @@ def test_end_to_end_embedding_learns_the_controlled_position_and_does_not_collap
     assert logs["idm"] < 0.5 / 3, logs  # actions are U(-1, 1): variance 1/3 (clamping at the edges hides some)
     with pytest.raises(ValueError, match="idm_weight"):
         ac_config(pool="avg", idm_weight=1.0).__post_init__()
+
+
+def test_motion_sigreg_ignores_what_never_moves_within_a_window():
+    """sigreg_motion tests the embeddings minus their window mean: an encoder that adds a per-window
+    constant (Reacher's target) changes the plain SIGReg term, not the motion one."""
+    torch.manual_seed(0)
+    model = JEPAWorldModel(ac_config(pool="projector", latent_dim=8, projector_hidden=16, probe=False, rollout_steps=0))
+    batch = {"frames": torch.rand(16, model.window(), 3, 64, 64) * 2 - 1, "actions": torch.rand(16, model.window(), 2) * 512}
+    offset = torch.randn(16, 1, 1, 8) * 3  # a different constant per window
+    terms = {}
+    for motion in (False, True):
+        model.config.sigreg_motion = motion
+        for shifted in (False, True):
+            plain = model.project
+            model.project = (lambda f, p=plain: p(f) + offset) if shifted else plain
+            torch.manual_seed(1)  # the same random SIGReg directions
+            terms[motion, shifted] = model.loss(batch)[1]["sigreg"]
+            model.project = plain
+    assert terms[True, False] == pytest.approx(terms[True, True], rel=1e-4)
+    assert terms[False, True] > 1.5 * terms[False, False]  # the offsets spread the plain term away from N(0, I)

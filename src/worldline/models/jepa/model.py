@@ -221,8 +221,9 @@ class JEPAWorldModel(WorldModel):
         loss = tf
         logs = {f"tf_{name}": tf.item(), f"copy_{name}": dist(z[:, :-1], z[:, 1:]).item()}
         if self.end_to_end:  # SIGReg per model step over the batch: without it the cheapest prediction is a constant embedding
-            reg = sigreg(rearrange(z, "b m n d -> m (b n) d"), self.config.sigreg_projections)
-            loss = loss + self.config.sigreg_weight * reg
+            tested = z - z.mean(1, keepdim=True) if c.sigreg_motion else z  # (B, M, N, D)
+            reg = sigreg(rearrange(tested, "b m n d -> m (b n) d"), c.sigreg_projections)
+            loss = loss + c.sigreg_weight * reg
             logs["sigreg"] = reg.item()
 
         if self.idm is not None:  # inverse dynamics: action t from the embeddings at t - 1, t, t + 1 (the step before gives the velocity)
