@@ -328,6 +328,8 @@ def test_end_to_end_embedding_learns_the_controlled_position_and_does_not_collap
     assert logs["idm"] < 0.5 / 3, logs  # actions are U(-1, 1): variance 1/3 (clamping at the edges hides some)
     with pytest.raises(ValueError, match="idm_weight"):
         ac_config(pool="avg", idm_weight=1.0).__post_init__()
+    with pytest.raises(ValueError, match="sigreg_motion"):
+        ac_config(pool="keypoints", sigreg_motion=True).__post_init__()
 
 
 def test_motion_sigreg_ignores_what_never_moves_within_a_window():

@@ -71,7 +71,7 @@ class JEPAConfig(ModelConfig):
     """V-JEPA 2-AC: a block-causal predictor over per-frame embeddings of a frozen JEPA encoder (or, with
     ``pool: projector``, LeWM: encoder and predictor trained together from pixels)."""
 
-    encoder_path: str = ""  # pretrained jepa_encoder dir (a run's final/); its EMA target encoder is loaded and frozen
+    encoder_path: str = ""  # pretrained jepa_encoder dir (a run's final/); its EMA target encoder is loaded and frozen (pool projector: loaded as the starting point)
     encoder: dict[str, Any] | None = None  # that encoder's config, copied in by bind_dataset so a checkpoint is self-contained
     action_space: ActionSpec = dataclasses.field(default_factory=ActionSpec)  # the env's, copied from the dataset
     image_size: tuple[int, int] = (64, 64)  # (H, W) of the frames; set from the dataset
@@ -106,10 +106,12 @@ class JEPAConfig(ModelConfig):
         if self.pool not in ("avg", "keypoints", "projector"):
             raise ValueError(f"pool must be avg, keypoints or projector, got {self.pool=}")
         if self.latent_dim < 2 or self.projector_reduce < 1 or self.projector_hidden < 1 or self.sigreg_weight < 0 or self.sigreg_projections < 1:
-            raise ValueError(f"need latent_dim >= 2, projector_hidden >= 1, sigreg_weight >= 0 and sigreg_projections >= 1, got "
+            raise ValueError(f"need latent_dim >= 2, projector_reduce >= 1, projector_hidden >= 1, sigreg_weight >= 0 and sigreg_projections >= 1, got "
                              f"{self.latent_dim=} {self.projector_reduce=} {self.projector_hidden=} {self.sigreg_weight=} {self.sigreg_projections=}")
         if self.keypoint_tau <= 0:
             raise ValueError(f"keypoint_tau must be > 0, got {self.keypoint_tau=}")
+        if self.sigreg_motion and self.pool != "projector":
+            raise ValueError(f"sigreg_motion needs pool=projector (only it has SIGReg), got {self.pool=}")
         if self.idm_weight < 0 or (self.idm_weight > 0 and (self.pool != "projector" or self.context_frames + self.train_horizon < 3)):
             raise ValueError(f"idm_weight must be >= 0 and needs pool=projector (a frozen encoder cannot learn from it) and windows of "
                              f">= 3 model steps, got {self.idm_weight=} {self.pool=} {self.context_frames=} {self.train_horizon=}")
