@@ -84,7 +84,7 @@ class JEPAConfig(ModelConfig):
     sigreg_weight: float = 0.09  # projector: weight of SIGReg (N(0, I) test of the embeddings per time step) against collapse; LeWM's value
     sigreg_projections: int = 256  # projector: random directions SIGReg tests per step
     sigreg_motion: bool = False  # projector: SIGReg tests each window's embeddings minus their window mean (what moves within it), so what never changes within an episode (Reacher's target) cannot earn the spread it asks for
-    idm_weight: float = 0.0  # projector: weight of an inverse-dynamics loss (PLDM, Sobal et al. 2025): a small MLP reads each model action back from the embeddings before and after it and the one before those (the velocity), so the encoder must keep what the actions move. Without it, on Reacher, the encoder drifted to what never changes within an episode (the target): copying the last embedding became as good as predicting
+    idm_weight: float = 0.0  # projector: weight of an inverse-dynamics loss (PLDM, Sobal et al. 2025): a small MLP reads each model action back from the embeddings before and after it and the one before those (the velocity), so the encoder must keep what the actions move (Reacher, random-pose probe of the first link: R^2 0.41 after 316 steps without it, 0.74 after 250 with it; on its own it did not stop the drift to the static target, sigreg_motion did)
     frameskip: int = 1  # env steps per model step; a model action is the frameskip env actions concatenated (DINO-WM uses 5 on PushT)
     context_frames: int = 2  # model steps of history the predictor attends to (velocity needs 2)
     train_horizon: int = 3  # predicted model steps per training window (window = context_frames + train_horizon model steps)

@@ -17,9 +17,10 @@ predictor on the prediction loss (mean squared, gradients into both sides), one 
 projector of all the encoder's tokens), and SIGReg (nn/sigreg.py) keeps the embeddings N(0, I) so they
 cannot collapse. The aim is features shaped by what the actions move: a frozen masked-prediction
 encoder's jumped about on Reacher (a 0.02 s frame changed them by 0.78 of their spread). SIGReg alone
-lets the embedding spend its spread on what never changes within an episode (Reacher's target), so an
-optional inverse-dynamics head (``idm_weight``) makes it keep the moving parts. No cache: every step
-encodes its windows' frames.
+lets the embedding spend its spread on what never changes within an episode (Reacher's target: held-out
+probe R^2 0.81, fingertip -0.93, even with the inverse-dynamics head ``idm_weight``); ``sigreg_motion``
+tests only each window's motion, and the embedding then reads the fingertip (0.93) and not the target.
+No cache: every step encodes its windows' frames.
 """
 
 from __future__ import annotations
@@ -277,7 +278,7 @@ class JEPAWorldModel(WorldModel):
         """(B, T, 3, H, W) -> standardised per-frame embeddings (B, T, N, D), N = grid * grid (1 for keypoints
         and projector)."""
         B = frames.shape[0]
-        if self.end_to_end:  # already N(0, I) by SIGReg: the normalisation buffers stay 0 and 1
+        if self.end_to_end:  # SIGReg set the scale (of the embeddings, or of their motion): the normalisation buffers stay 0 and 1
             flat = frames.float().flatten(0, 1)[:, None]  # (B*T, 1, 3, H, W)
             z = torch.cat([self.project(flat[i : i + CHUNK]) for i in range(0, flat.shape[0], CHUNK)])  # (B*T, 1, 1, D)
             return rearrange(z, "(b t) 1 n d -> b t n d", b=B)
