@@ -136,6 +136,51 @@ def test_mpc_warm_starts_and_batched_states():
         CEM().plan(world, ToyState(torch.zeros(1, 2)), torch.zeros(1, 2), horizon=0)
 
 
+def test_mpc_first_search_starts_from_the_given_plan_and_later_ones_from_the_last():
+    seen = []
+
+    class Recorder(RandomPlanner):
+        def plan(self, world_model, state, goal_z, horizon, init=None):
+            seen.append(None if init is None else init.clone())
+            return torch.full((1, horizon, 2), float(len(seen)))
+
+    world, hold = linear_world(), torch.full((1, 4, 2), 0.7)
+    mpc = MPC(Recorder(seed=0), horizon=4, execute=1)
+    mpc.reset(hold)
+    for _ in range(2):
+        mpc.act(world, ToyState(torch.zeros(1, 2)), torch.zeros(1, 2))
+    assert torch.equal(seen[0], hold)  # the given plan, not shifted
+    assert torch.equal(seen[1], torch.ones(1, 4, 2))  # the last plan, shifted
+    mpc.reset()
+    mpc.act(world, ToyState(torch.zeros(1, 2)), torch.zeros(1, 2))
+    assert seen[2] is None
+    with pytest.raises(WorldlineError, match="initial plan must be"):
+        mpc.reset(torch.zeros(1, 3, 2))
+
+
+def test_hold_action_keeps_the_pusht_disc_in_place():
+    """Planning's first guess on PushT is the disc's own position as its PD target: the disc stays put."""
+    from worldline.eval.planning import PlanningWorld, expert_tasks
+
+    world = PlanningWorld("pusht", 32)
+    try:
+        task = expert_tasks(world, 1)[0]
+        world.set_state(task.start_state)
+        hold = world.hold_action()
+        assert np.allclose(hold, task.start_state[:2], atol=1e-3)
+        for _ in range(5):
+            world.step(hold)
+        assert np.linalg.norm(world.get_state()[:2] - task.start_state[:2]) < 10.0
+        assert np.all((hold >= 0) & (hold <= 512))
+    finally:
+        world.close()
+    reacher = PlanningWorld("reacher", 32)
+    try:
+        assert np.array_equal(reacher.hold_action(), np.zeros(2, np.float32))
+    finally:
+        reacher.close()
+
+
 # ----------------------------------------------------------------------------------------------
 # real families
 # ----------------------------------------------------------------------------------------------

@@ -113,6 +113,13 @@ class PlanningWorld:
         self.env.step(np.asarray(action, dtype=np.float32))
         return self.env.render()
 
+    def hold_action(self) -> np.ndarray:
+        """The action that keeps the robot where it is, from its proprioception alone (pusht: the
+        disc's own position as the PD target; reacher: no torque). Planning starts its search there."""
+        if self.name == "pusht":
+            return np.array(self.env.unwrapped.agent.position, dtype=np.float32)
+        return np.zeros(self.action_spec.dim, dtype=np.float32)
+
     def fingertip(self, state: np.ndarray) -> np.ndarray:
         u = self.env.unwrapped
         saved = self.get_state()
@@ -253,7 +260,8 @@ def run_episode(model: WorldModel, world: PlanningWorld, task: GoalTask, mpc, bu
     predicted: list[np.ndarray] = []  # probe picture of the plan's prediction for each executed model step
     steps, success = 0, world.ends_on_success and world.success(world.get_state(), task.goal_state, goal_tip)
     if mpc is not None:
-        mpc.reset()
+        hold = np.tile(world.hold_action(), (1, mpc.horizon, k))  # (1, horizon, k * A)
+        mpc.reset(torch.tensor(hold, device=device))
     while steps < budget and not success:
         if mpc is None:
             chunk = task.expert_actions[steps : steps + k]

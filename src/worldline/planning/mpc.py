@@ -15,13 +15,19 @@ class MPC:
             raise WorldlineError(f"MPC needs horizon >= 1 and 1 <= execute <= horizon, got {horizon=} {execute=}")
         self.planner, self.horizon, self.execute, self.warm_start = planner, horizon, execute, warm_start
         self.plan: Tensor | None = None  # the last full plan (B, horizon, A)
+        self.first: Tensor | None = None  # what warm-starts the first search after reset()
 
-    def reset(self) -> None:
-        self.plan = None
+    def reset(self, init: Tensor | None = None) -> None:
+        """Forget the last plan; ``init`` (B, horizon, A), if given, warm-starts the first search
+        (a position-controlled robot's "stay where you are" is a better first guess than the
+        middle of its action box)."""
+        if init is not None and (init.dim() != 3 or init.shape[1] != self.horizon):
+            raise WorldlineError(f"an initial plan must be (B, horizon={self.horizon}, A), got {tuple(init.shape)}")
+        self.plan, self.first = None, init
 
     def act(self, world_model, state, goal_z: Tensor) -> Tensor:
         """The next ``execute`` actions (B, execute, A) towards ``goal_z`` from ``state``."""
-        init = None
+        init = self.first if self.plan is None else None
         if self.warm_start and self.plan is not None:
             rest = self.plan[:, self.execute :]
             init = torch.cat([rest, rest[:, -1:].expand(-1, self.execute, -1)], dim=1) if rest.shape[1] else None
