@@ -1,5 +1,7 @@
 """The JEPA family: masking, the EMA target, block-causal prediction, encoder loading, training."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -350,3 +352,22 @@ def test_motion_sigreg_ignores_what_never_moves_within_a_window():
             model.project = plain
     assert terms[True, False] == pytest.approx(terms[True, True], rel=1e-4)
     assert terms[False, True] > 1.5 * terms[False, False]  # the offsets spread the plain term away from N(0, I)
+
+
+def test_frames_sigreg_adds_the_plain_test_to_the_motion_one():
+    """sigreg_frames_weight: the per-window constants that motion SIGReg ignores count again, at that weight."""
+    torch.manual_seed(0)
+    model = JEPAWorldModel(ac_config(pool="projector", latent_dim=8, projector_hidden=16, probe=False, rollout_steps=0,
+                                     sigreg_motion=True, sigreg_frames_weight=0.5))
+    batch = {"frames": torch.rand(16, model.window(), 3, 64, 64) * 2 - 1, "actions": torch.rand(16, model.window(), 2) * 512}
+    offset = torch.randn(16, 1, 1, 8) * 3
+    plain, out = model.project, {}
+    for shifted in (False, True):
+        model.project = (lambda f, p=plain: p(f) + offset) if shifted else plain
+        torch.manual_seed(1)
+        out[shifted] = model.loss(batch)[1]
+    model.project = plain
+    assert out[True]["sigreg"] == pytest.approx(out[False]["sigreg"], rel=1e-4)
+    assert out[True]["sigreg_frames"] > 1.5 * out[False]["sigreg_frames"]
+    with pytest.raises(ValueError, match="sigreg_frames_weight"):
+        dataclasses.replace(ac_config(pool="projector"), sigreg_frames_weight=0.5)

@@ -84,6 +84,7 @@ class JEPAConfig(ModelConfig):
     sigreg_weight: float = 0.09  # projector: weight of SIGReg (N(0, I) test of the embeddings per time step) against collapse; LeWM's value
     sigreg_projections: int = 256  # projector: random directions SIGReg tests per step
     sigreg_motion: bool = False  # projector: SIGReg tests each window's embeddings minus their window mean (what moves within it), so what never changes within an episode (Reacher's target) cannot earn the spread it asks for
+    sigreg_frames_weight: float = 0.0  # with sigreg_motion: weight of SIGReg on the embeddings themselves as well, so what moves only now and then (PushT's block, still in most windows, yet what the goal is about) keeps its share of the spread
     idm_weight: float = 0.0  # projector: weight of an inverse-dynamics loss (PLDM, Sobal et al. 2025): a small MLP reads each model action back from the embeddings before and after it and the one before those (the velocity), so the encoder must keep what the actions move (Reacher, random-pose probe of the first link: R^2 0.41 after 316 steps without it, 0.74 after 250 with it; on its own it did not stop the drift to the static target, sigreg_motion did)
     frameskip: int = 1  # env steps per model step; a model action is the frameskip env actions concatenated (DINO-WM uses 5 on PushT)
     context_frames: int = 2  # model steps of history the predictor attends to (velocity needs 2)
@@ -112,6 +113,9 @@ class JEPAConfig(ModelConfig):
             raise ValueError(f"keypoint_tau must be > 0, got {self.keypoint_tau=}")
         if self.sigreg_motion and self.pool != "projector":
             raise ValueError(f"sigreg_motion needs pool=projector (only it has SIGReg), got {self.pool=}")
+        if self.sigreg_frames_weight < 0 or (self.sigreg_frames_weight > 0 and not self.sigreg_motion):
+            raise ValueError(f"sigreg_frames_weight must be >= 0 and adds to sigreg_motion (without it the frames are what SIGReg "
+                             f"tests, at sigreg_weight), got {self.sigreg_frames_weight=} {self.sigreg_motion=}")
         if self.idm_weight < 0 or (self.idm_weight > 0 and (self.pool != "projector" or self.context_frames + self.train_horizon < 3)):
             raise ValueError(f"idm_weight must be >= 0 and needs pool=projector (a frozen encoder cannot learn from it) and windows of "
                              f">= 3 model steps, got {self.idm_weight=} {self.pool=} {self.context_frames=} {self.train_horizon=}")

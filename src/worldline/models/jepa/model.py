@@ -226,6 +226,10 @@ class JEPAWorldModel(WorldModel):
             reg = sigreg(rearrange(tested, "b m n d -> m (b n) d"), c.sigreg_projections)
             loss = loss + c.sigreg_weight * reg
             logs["sigreg"] = reg.item()
+            if c.sigreg_frames_weight > 0:  # the frames too: what moves only now and then keeps some spread
+                still = sigreg(rearrange(z, "b m n d -> m (b n) d"), c.sigreg_projections)
+                loss = loss + c.sigreg_frames_weight * still
+                logs["sigreg_frames"] = still.item()
 
         if self.idm is not None:  # inverse dynamics: action t from the embeddings at t - 1, t, t + 1 (the step before gives the velocity)
             guess = self.idm(torch.cat([z[:, :-2], z[:, 1:-1], z[:, 2:]], dim=-1).flatten(2))  # (B, M-2, out)
