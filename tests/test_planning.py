@@ -123,6 +123,41 @@ def test_categorical_cem_on_a_discrete_toy():
             continuous_only.plan(world, ToyState(torch.zeros(1, 1)), torch.tensor([[3.0]]), horizon=5)
 
 
+@pytest.mark.parametrize("steps", [25, 24])
+def test_colored_noise_has_unit_variance_and_the_asked_smoothness(steps):
+    from worldline.planning.common import colored_noise
+
+    lag1 = {}
+    for beta in (0.0, 1.0, 2.0):
+        x = colored_noise(2000, steps, 3, beta, torch.Generator().manual_seed(0))
+        assert x.shape == (2000, steps, 3)
+        per_step = x.var(dim=(0, 2))
+        assert ((per_step > 0.85) & (per_step < 1.15)).all()  # unit variance at every step, ends included
+        lag1[beta] = float((x[:, 1:] * x[:, :-1]).mean() / x.var())
+    assert abs(lag1[0.0]) < 0.05 and 0.4 < lag1[1.0] < lag1[2.0] and lag1[2.0] > 0.75
+
+
+def test_cem_with_smooth_noise_colours_across_frameskip_substeps():
+    """With frameskip k the CEM's samples are coloured over the k * horizon env steps, not per model step."""
+    seen = []
+
+    class Skip(LinearWorld):
+        config = dataclasses.make_dataclass("Cfg", [("frameskip", int, 3)])()
+
+        def imagine(self, state, actions):
+            seen.append(actions.clone())
+            return actions.mean(-1, keepdim=True).expand(-1, -1, 2)
+
+    spec = ActionSpec(kind="continuous", dim=6, low=[-1.0] * 6, high=[1.0] * 6)
+    CEM(samples=512, iterations=1, elites=8, keep_elites=0, init_std=0.3, noise_beta=2.0, seed=0).plan(
+        Skip(None, None, spec), ToyState(torch.zeros(1, 2)), torch.zeros(1, 2), horizon=4)
+    env = seen[0][1:].reshape(511, 12, 2)  # the env-step sequence behind each sample
+    across = float((env[:, 3] * env[:, 2]).mean() / env.var())  # last env step of model step 0 vs first of model step 1
+    assert across > 0.6
+    with pytest.raises(ValueError, match="noise_beta"):
+        CEM(noise_beta=-1.0)
+
+
 def test_mpc_warm_starts_and_batched_states():
     world = linear_world()
     mpc = MPC(CEM(samples=32, iterations=2, elites=4, keep_elites=2, seed=0), horizon=4, execute=2)
@@ -315,6 +350,9 @@ def test_plan_options_reach_the_planners():
         planner = PLANNERS[name](**kw)
         assert getattr(planner, field) == 0.15 and planner.cost.path_weight == 0.5
     assert planner_kwargs("random", init_std=0.15) == {"seed": 1_000_000}
+    assert PLANNERS["cem"](**planner_kwargs("cem", noise_beta=2.0)).noise_beta == 2.0
+    with pytest.raises(WorldlineError, match="--noise-beta is a cem option"):
+        planner_kwargs("mppi", noise_beta=2.0)
     with pytest.raises(ValueError, match="init_std"):
         CEM(**planner_kwargs("cem", init_std=0.0))
 

@@ -28,6 +28,8 @@ def plan(
                                       "the last step's (rewards arriving early and staying; Reacher needs it)."),
     init_std: Optional[float] = typer.Option(None, help="cem/gradient: initial action std, mppi: noise std, in "
                                              "units of the action box's half-width (small for fast arms: Reacher 0.15)."),
+    noise_beta: Optional[float] = typer.Option(None, help="cem: colour of the sampling noise over env steps "
+                                               "(iCEM): 0 white (default), 2 smooth as a controller's actions."),
     seed: int = typer.Option(1_000_000, help="First seed of the held-out expert trajectories."),
     baselines: bool = typer.Option(True, help="Also run the random and goal-copying baselines."),
     traces: int = typer.Option(3, help="Episodes saved as gif/mp4 planning traces."),
@@ -51,7 +53,7 @@ def plan(
         raise WorldlineError(f"{ckpt} holds a {type(model).__name__}, not a world model")
     try:
         kwargs = planner_kwargs(planner, samples=samples, iterations=iterations, cost=cost, path_weight=path_weight,
-                                init_std=init_std, seed=seed)
+                                init_std=init_std, noise_beta=noise_beta, seed=seed)
         results = benchmark(model, env, planner, episodes, budget=budget, offset=offset, horizon=horizon,
                             execute=execute, seed=seed, baselines=baselines, traces=traces if out else 0,
                             out_dir=out, planner_kwargs=kwargs)
@@ -68,10 +70,14 @@ def plan(
 
 
 def planner_kwargs(planner: str, *, samples: int | None = None, iterations: int | None = None, cost: str = "l1",
-                   path_weight: float = 0.0, init_std: float | None = None, seed: int = 1_000_000) -> dict:
+                   path_weight: float = 0.0, init_std: float | None = None, noise_beta: float | None = None,
+                   seed: int = 1_000_000) -> dict:
     """The planner's constructor arguments from the command line's options (None: the planner's default)."""
+    from worldline.core.errors import WorldlineError
     from worldline.planning import GoalCost
 
+    if noise_beta is not None and planner != "cem":
+        raise WorldlineError(f"--noise-beta is a cem option, the planner is {planner!r}")
     if planner == "random":
         return {"seed": seed}
     kwargs: dict = {"cost": GoalCost(kind=cost, path_weight=path_weight), "seed": seed}
@@ -79,7 +85,7 @@ def planner_kwargs(planner: str, *, samples: int | None = None, iterations: int 
         pairs = (("starts", samples), ("steps", iterations), ("init_std", init_std))
     else:
         pairs = (("samples", samples), ("iterations", iterations), ("noise_std" if planner == "mppi" else "init_std", init_std))
-    kwargs.update({k: v for k, v in pairs if v is not None})
+    kwargs.update({k: v for k, v in pairs + (("noise_beta", noise_beta),) if v is not None})
     if planner == "cem" and samples is not None:
         kwargs["elites"] = max(2, min(samples // 8, 64))
         kwargs["keep_elites"] = min(kwargs["elites"], 8)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from worldline.core.errors import WorldlineError
-from worldline.planning.common import ActionBox, Planner, expand_state
+from worldline.planning.common import ActionBox, Planner, colored_noise, expand_state
 from worldline.planning.objectives import GoalCost
 
 
@@ -26,6 +26,7 @@ class CEM(Planner):
     momentum: float = 0.1  # new = momentum * old + (1 - momentum) * elite statistics
     init_std: float = 0.6  # in normalised units (the box is [-1, 1])
     min_std: float = 0.02  # floor, so the search never freezes before the last iteration
+    noise_beta: float = 0.0  # samples' noise falls as 1/f^beta over the env steps (iCEM's colored noise): 0 white, 2 smooth
     cost: GoalCost = dataclasses.field(default_factory=GoalCost)
     seed: int | None = None  # None: torch's global generator
 
@@ -38,6 +39,8 @@ class CEM(Planner):
             raise ValueError(f"keep_elites must be in 0..elites, got {self.keep_elites=}")
         if self.init_std <= 0 or self.min_std < 0:
             raise ValueError(f"need init_std > 0 and min_std >= 0, got {self.init_std=} {self.min_std=}")
+        if not 0 <= self.noise_beta <= 6:
+            raise ValueError(f"noise_beta must be in [0, 6] (0 white, 2 smooth), got {self.noise_beta=}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum=}")
 
@@ -54,8 +57,13 @@ class CEM(Planner):
         mean = torch.zeros(horizon, box.dim) if init is None else box.to_unit(init[0].float().cpu())
         std = torch.full((horizon, box.dim), self.init_std)
         kept = None
+        # a model step may be several env steps (frameskip k, actions concatenated oldest first):
+        # the noise is coloured over the env steps, so it is smooth across the model steps too
+        k = int(getattr(getattr(world_model, "config", None), "frameskip", 1) or 1)
+        k = k if box.dim % k == 0 else 1
         for _ in range(self.iterations):
-            u = (mean + std * torch.randn(self.samples, horizon, box.dim, generator=gen)).clamp(-1, 1)
+            noise = colored_noise(self.samples, horizon * k, box.dim // k, self.noise_beta, gen).reshape(self.samples, horizon, box.dim)
+            u = (mean + std * noise).clamp(-1, 1)
             u[0] = mean  # the current mean is always a candidate
             if kept is not None:
                 u[1 : 1 + len(kept)] = kept

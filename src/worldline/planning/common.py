@@ -41,6 +41,28 @@ class ActionBox:
         return ((a - self.center.to(a)) / self.half.to(a)).clamp(-1, 1)
 
 
+def colored_noise(samples: int, steps: int, dim: int, beta: float, gen: torch.Generator | None = None) -> Tensor:
+    """Gaussian noise (samples, steps, dim) of unit variance whose power spectrum over the steps falls
+    as 1 / f^beta (iCEM, Pinneri et al. 2020): beta 0 is white, 2 is a random walk's smoothness. A
+    controller's actions are coherent in time, and smooth samples search that space far better."""
+    if beta == 0:
+        return torch.randn(samples, steps, dim, generator=gen)
+    freqs = torch.fft.rfftfreq(steps)
+    freqs[0] = 1.0 / steps  # the lowest frequency the window can hold, so the constant part stays finite
+    scale = freqs ** (-beta / 2)
+    re = torch.randn(samples, dim, len(freqs), generator=gen)
+    im = torch.randn(samples, dim, len(freqs), generator=gen)
+    im[..., 0] = 0  # the constant and (for even lengths) the alternating components are real
+    if steps % 2 == 0:
+        im[..., -1] = 0
+    x = torch.fft.irfft(torch.complex(re, im) * scale, n=steps)  # (samples, dim, steps)
+    # Var(x_n) = (s_0^2 + 4 sum_mid s_k^2 + s_nyq^2) / steps^2 for the components drawn above
+    ends = scale[0] ** 2 + (scale[-1] ** 2 if steps % 2 == 0 else 0.0)
+    mid = scale[1:-1] if steps % 2 == 0 else scale[1:]
+    var = (ends + 2 * (mid**2).sum() * 2) / steps**2
+    return (x / var.sqrt()).transpose(1, 2)
+
+
 def _fields(state: State) -> dict:
     if not dataclasses.is_dataclass(state):
         raise WorldlineError(f"{type(state).__name__} is not a dataclass, so planners cannot batch it")
