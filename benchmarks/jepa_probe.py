@@ -23,7 +23,7 @@ from worldline.models.jepa.diagnostics import channel_spread, collect_states, li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="a trained jepa world model (a run's final/ or a checkpoint)")
-    parser.add_argument("--env", default="reacher", choices=["pusht", "reacher"])
+    parser.add_argument("--env", default="reacher", choices=["pusht", "reacher", "reacher-pos"])
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--policy", default="random", help="scripted policy that plays the env (random covers the most states)")
     parser.add_argument("--episode-steps", type=int, default=50, help="env steps per episode (Reacher: 50 random steps sweep the arm widely)")

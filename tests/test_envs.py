@@ -18,6 +18,7 @@ EXPECTED = {  # action space of each built-in world
     "pusht": dict(kind="continuous", dim=2, low=[0.0, 0.0], high=[512.0, 512.0]),
     "breakout": dict(kind="discrete", dim=1, n=4, names=["NOOP", "FIRE", "RIGHT", "LEFT"]),
     "reacher": dict(kind="continuous", dim=2, low=[-1.0, -1.0], high=[1.0, 1.0]),
+    "reacher-pos": dict(kind="continuous", dim=2, low=[-1.0, -1.0], high=[1.0, 1.0], names=["shoulder_step", "elbow_step"]),
 }
 
 
@@ -56,7 +57,7 @@ def test_action_spec_from_spaces():
 
 
 def test_unknown_env_id(tmp_path):
-    msg = "unknown env id 'NoSuchWorld-v0' (built-in: pusht, breakout, reacher, coinrun; or any registered gymnasium id)"
+    msg = "unknown env id 'NoSuchWorld-v0' (built-in: pusht, breakout, reacher, reacher-pos, coinrun; or any registered gymnasium id)"
     with pytest.raises(WorldlineError) as e:
         make_env("NoSuchWorld-v0")
     assert str(e.value) == msg
@@ -314,6 +315,50 @@ def test_reacher_expert_reaches_target():
     env.close()
     assert dist["expert"] < 0.03 < dist["random"], dist
 
+
+def test_reacher_pos_moves_the_joints_by_the_action_and_holds_the_pose():
+    from worldline.envs.arm import MAX_STEP
+
+    env, info = make_env("reacher-pos", 16)
+    try:
+        assert info.action_spec.dim == 2 and info.action_spec.low == [-1.0, -1.0]
+        env.reset(seed=0)
+        u = env.unwrapped
+        before, target = u.data.qpos[:2].copy(), u.data.qpos[2:].copy()
+        obs, reward, terminated, truncated, _ = env.step(np.array([0.5, -1.0], np.float32))
+        assert np.allclose(u.data.qpos[:2] - before, [0.5 * MAX_STEP, -MAX_STEP])
+        assert np.array_equal(u.data.qpos[2:], target) and not u.data.qvel.any()  # the target stays, nothing coasts
+        assert np.allclose(obs[6:8], 0) and not terminated and not truncated
+        frame = env.render()
+        env.step(np.zeros(2, np.float32))
+        assert np.array_equal(env.render(), frame)  # a zero step holds the pose
+        env.step(np.array([0.0, 3.0], np.float32))  # clipped to one unit
+        assert u.data.qpos[1] == pytest.approx(before[1] + 0.0, abs=1e-9)
+        for _ in range(60):
+            env.step(np.array([0.0, 1.0], np.float32))
+        assert u.data.qpos[1] <= u.model.jnt_range[1][1] + 1e-9  # the elbow stops at its joint limit
+    finally:
+        env.close()
+
+
+def test_reacher_pos_expert_reaches_target_and_episodes_end_at_the_cap():
+    env, _ = make_env("reacher-pos", 16)
+    dist = {}
+    try:
+        for name in ("expert", "random"):
+            policy = make_policy(name, env, 0)
+            final = []
+            for seed in range(4):
+                obs, info = env.reset(seed=seed)
+                policy.reset(seed)
+                for step in range(50):
+                    obs, _, _, truncated, info = env.step(policy(obs, info))
+                assert truncated and step == 49
+                final.append(np.linalg.norm(obs[8:10]))
+            dist[name] = float(np.mean(final))
+    finally:
+        env.close()
+    assert dist["expert"] < 0.02 < 0.05 < dist["random"], dist
 
 def test_breakout_expert_scores_more_than_random():
     env, _ = make_env("breakout", 16)

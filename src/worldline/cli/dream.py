@@ -41,7 +41,7 @@ def _vmc_log(row: dict) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("dreamer")
     def dreamer(
-        env: str = typer.Option(..., "--env", help="built-in world (pusht, breakout, reacher, coinrun) or a gymnasium id rendering rgb_array, e.g. CartPole-v1"),
+        env: str = typer.Option(..., "--env", help="built-in world (pusht, breakout, reacher, reacher-pos, coinrun) or a gymnasium id rendering rgb_array, e.g. CartPole-v1"),
         out: Path = typer.Option(..., "--out", help="run directory: world_model/, agent/, metrics.jsonl, curve.png, summary.json"),
         preset: str = typer.Option("wm-rssm", help="world-model preset of the rssm family"),
         size: str = typer.Option("small", help="preset size"),

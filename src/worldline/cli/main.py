@@ -61,7 +61,7 @@ def _mode(append: bool, overwrite: bool) -> str:
 
 @app.command()
 def record(
-    env: str = typer.Option(..., "--env", help="Built-in world (pusht, breakout, reacher, coinrun) or any gymnasium id."),
+    env: str = typer.Option(..., "--env", help="Built-in world (pusht, breakout, reacher, reacher-pos, coinrun) or any gymnasium id."),
     episodes: int = typer.Option(10, help="Episodes to record."),
     out: Path = typer.Option(..., "--out", help="Dataset directory to write."),
     policy: str = typer.Option("random", help="random, smooth, or a world's scripted policy (expert); comma-separated names alternate by episode (expert,random)."),

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 def plan(
     ckpt: Path = typer.Option(..., help="A trained world model directory (a run's final/)."),
-    env: str = typer.Option("pusht", help="pusht or reacher."),
+    env: str = typer.Option("pusht", help="pusht, reacher (torques) or reacher-pos (joint positions)."),
     episodes: int = typer.Option(50, help="Goals (held-out expert trajectories) to reach."),
     planner: str = typer.Option("cem", help="cem, mppi, gradient or random."),
     horizon: int = typer.Option(5, help="Model steps planned per decision."),

@@ -14,8 +14,8 @@ at the start of every episode, so an episode is a pure function of its seed. Eve
   goal pose, goes round the block to it and pushes (49/50 episodes reach 95% coverage within 300
   steps; random: 0/50). breakout: the paddle follows the ball, read from the console RAM, aiming
   where it will cross the paddle row, and serves. reacher: joint-velocity control towards the
-  velocities that move the fingertip to the target (Jacobian pseudo-inverse). Gains and noise are
-  drawn per episode so episodes differ.
+  velocities that move the fingertip to the target (Jacobian pseudo-inverse); reacher-pos: the
+  joint steps that do so (envs/arm.py). Gains and noise are drawn per episode so episodes differ.
 - ``gentle`` (reacher) Gaussian torques at a per-episode scale of 0.05..0.4: the regime a planner
   searches in (uniform torques spin the arm several turns a second).
 """
@@ -379,6 +379,7 @@ EXPERTS: dict[str, Callable[..., Policy]] = {  # keyed by gymnasium id
 SCRIPTED: dict[str, dict[str, str]] = {  # gymnasium id -> policy name -> "module:class", imported when made
     "worldline/CoinRun-v0": {"hold": "worldline.envs.coinrun:HoldPolicy"},
     "Reacher-v5": {"gentle": "worldline.envs.policies:ReacherGentle"},  # small torques, for planning data (issue 6)
+    "worldline/ReacherJointPosition-v0": {"expert": "worldline.envs.arm:JointPositionExpert"},
     "CarRacing-v3": {"driver": "worldline.agents.carracing:RoadDriver"},  # data for V-M-C (issue 9)
 }
 
@@ -401,7 +402,7 @@ def make_policy(name: str, env: gym.Env, seed: int = 0) -> Policy:
     if name not in names:
         env_name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         raise WorldlineError(f"unknown policy {name!r} for env {env_name} (available: {', '.join(names)})")
-    if name == "expert":
+    if name == "expert" and env.spec.id in EXPERTS:
         return EXPERTS[env.spec.id](env, seed)
     if name in GENERIC:
         return GENERIC[name](env, seed)

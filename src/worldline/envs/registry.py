@@ -22,6 +22,10 @@ Built-in worlds (``worldline record --env NAME``):
     joint torques in [-1, 1]. MuJoCo renders offscreen at the resolution from a top-down camera over
     the arena (EGL unless ``MUJOCO_GL`` says otherwise). 50 frames/s, 50 steps. Policies: random,
     smooth, expert, gentle (small torques).
+``reacher-pos``
+    The same arm and scene under joint-position control, as robot arms are driven (envs/arm.py):
+    the action is the change of the two joint angles (0.15 rad per unit, in [-1, 1]) and the arm
+    stands at each commanded pose. Policies: random, smooth, expert.
 
 Any other id goes through ``gymnasium.make(id, render_mode="rgb_array")``; its frames are resized
 with PIL's box filter (an area average, so thin objects fade rather than alias away). Its policies
@@ -85,6 +89,15 @@ BUILTIN: dict[str, Builtin] = {
         fps=50,
         task="Move the arm's fingertip onto the red target.",
         policies=("random", "smooth", "expert", "gentle"),
+    ),
+    "reacher-pos": Builtin(
+        description="Reacher-v5's arm under joint-position control (envs/arm.py): the arm stands at each "
+        "commanded pose; continuous 2-D action = change of the two joint angles, 0.15 rad per unit, in [-1, 1]",
+        gym_id="worldline/ReacherJointPosition-v0",
+        max_steps=50,
+        fps=50,
+        task="Move the arm's fingertip onto the red target.",
+        policies=("random", "smooth", "expert"),
     ),
     "coinrun": Builtin(
         description="procgen CoinRun (procgen-mirror, easy levels, one level per episode seed): the camera "
@@ -292,7 +305,7 @@ def _make_builtin(name: str, resolution: int, max_steps: int) -> gym.Env:
         gym.register_envs(ale_py)
         env = gym.make(BUILTIN[name].gym_id, render_mode="rgb_array", max_episode_steps=max_steps, disable_env_checker=True)
         return Rendered(env, resolution, frame_is_obs=True)
-    if name == "reacher":
+    if name in ("reacher", "reacher-pos"):
         try:
             import mujoco  # noqa: F401
         except ImportError:
@@ -300,7 +313,7 @@ def _make_builtin(name: str, resolution: int, max_steps: int) -> gym.Env:
         except Exception as e:  # mujoco loads the MUJOCO_GL backend on import
             raise _gl_error(e) from None
         env = gym.make(
-            BUILTIN[name].gym_id,
+            BUILTIN["reacher"].gym_id,  # reacher-pos drives the same arm
             render_mode="rgb_array",
             width=resolution,
             height=resolution,
@@ -317,6 +330,10 @@ def _make_builtin(name: str, resolution: int, max_steps: int) -> gym.Env:
         except Exception as e:
             env.close()
             raise _gl_error(e) from None
+        if name == "reacher-pos":
+            from worldline.envs.arm import JointPositionReacher
+
+            env = JointPositionReacher(env, max_steps)
         return Rendered(env, resolution)
     if name == "coinrun":
         from worldline.envs.coinrun import CoinRunEnv
@@ -345,6 +362,8 @@ def make_env(env_id: str, resolution: int = 64, max_steps: int | None = None) ->
             names = ["x", "y"]
         elif env_id == "reacher":
             names = ["shoulder_torque", "elbow_torque"]
+        elif env_id == "reacher-pos":
+            names = ["shoulder_step", "elbow_step"]
         elif env_id == "coinrun":
             names = [str(n) for n in env.unwrapped.get_action_meanings()]
         info = WorldInfo(

@@ -11,7 +11,8 @@ reacher episode succeeds if the test holds at the end of the budget.
 Success tests:
 - pusht (DINO-WM's ``eval_state``): the (agent xy, block xy) vector within 20 px (of the 512 px
   world) of the goal's and the block angle within pi/9 (20 degrees); distance = that 4-D norm.
-- reacher: the fingertip within 2 cm of the goal state's fingertip (the arena is 0.4 m across);
+- reacher and reacher-pos (the same arm under joint-position control, envs/arm.py): the fingertip
+  within 2 cm of the goal state's fingertip (the arena is 0.4 m across);
   distance = fingertip distance in metres. Tasks start from the expert episode's reset (arm at
   rest) at least 5 cm from the goal; the episode runs the whole budget and success is judged on
   its final state (random torques sweep the fingertip through the goal by chance half the time).
@@ -38,6 +39,7 @@ from worldline.core.contracts import ActionSpec, WorldModel, device_of
 from worldline.core.errors import WorldlineError
 from worldline.core.io import write_json
 
+PLANNING_ENVS = ("pusht", "reacher", "reacher-pos")
 PUSHT_POS_TOL = 20.0  # px in the 512-px world
 PUSHT_ANGLE_TOL = math.pi / 9
 REACHER_TOL = 0.02  # m
@@ -67,13 +69,14 @@ class PlanningWorld:
     def __init__(self, name: str, resolution: int):
         from worldline.envs.registry import make_env
 
-        if name not in ("pusht", "reacher"):
-            raise WorldlineError(f"the planning benchmark supports the envs pusht and reacher, got {name!r}")
+        if name not in PLANNING_ENVS:
+            raise WorldlineError(f"the planning benchmark supports the envs {', '.join(PLANNING_ENVS)}, got {name!r}")
         self.name = name
         # PushT ends an episode once the goal pose is met (stable-worldmodel); a reacher episode runs
         # the whole budget and succeeds if the fingertip is on the goal at the end: flailing arms
         # sweep through any point, so touching it once says little.
         self.ends_on_success = name == "pusht"
+        self.arm = name != "pusht"  # reacher (torques) or reacher-pos (joint positions): the same arm and tests
         self.env, self.info = make_env(name, resolution)
         self.env.reset(seed=0)
 
@@ -172,7 +175,7 @@ def expert_tasks(world: PlanningWorld, episodes: int, offset: int = 25, seed: in
         s = seed + i
         _, info = world.env.reset(seed=s)
         policy = make_policy("expert", world.env, s)
-        obs = world.env.unwrapped._get_obs() if world.name == "reacher" else None
+        obs = world.env.unwrapped._get_obs() if world.arm else None
         start = int(rng.integers(0, max_start))
         states, actions = [world.get_state()], []
         obs_, info_ = (obs, info)
@@ -252,7 +255,7 @@ def run_episode(model: WorldModel, world: PlanningWorld, task: GoalTask, mpc, bu
     the expert's actions. Returns success, final distance, decision times and (with ``trace``) frames."""
     k = int(getattr(model.config, "frameskip", 1))
     K = int(getattr(model.config, "context_frames", 1))
-    goal_tip = world.fingertip(task.goal_state) if world.name == "reacher" else None
+    goal_tip = world.fingertip(task.goal_state) if world.arm else None
     frame = world.set_state(task.start_state)
     device = device_of(model)
     goal_z = goal_embedding(model, task.goal_frame) if mpc is not None else None

@@ -91,7 +91,7 @@ def collect_states(env: str, frames: int, policy: str = "expert", resolution: in
         while len(pics) < frames:
             obs, info = world.env.reset(seed=seed + episode)
             pol = make_policy(policy, world.env, seed + episode)
-            if world.name == "reacher":
+            if world.arm:
                 obs = world.env.unwrapped._get_obs()
             for _ in range(episode_steps):
                 obs, _, term, trunc, info = world.env.step(pol(obs, info))
