@@ -314,11 +314,12 @@ def test_plan_cli_end_to_end(tmp_path):
     assert bad.exit_code != 0 and isinstance(bad.exception, WorldlineError)
 
 
-def test_expert_tasks_never_start_at_their_goal():
+@pytest.mark.parametrize("env", ["reacher", "reacher-pos"])
+def test_expert_tasks_never_start_at_their_goal(env):
     """Reacher's expert parks on the target: a late start would pass the success test before any step."""
     from worldline.eval.planning import PlanningWorld, expert_tasks
 
-    world = PlanningWorld("reacher", 32)
+    world = PlanningWorld(env, 32)
     try:
         tasks = expert_tasks(world, 6, offset=25)
         assert len(tasks) == 6
