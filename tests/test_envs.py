@@ -299,21 +299,25 @@ def test_pusht_expert_beats_random():
     assert expert > random + 0.4, f"expert {expert:.2f} vs random {random:.2f}"
 
 
-def test_reacher_expert_reaches_target():
-    env, _ = make_env("reacher", 16)
+@pytest.mark.parametrize("world,expert_within,random_beyond", [("reacher", 0.03, 0.03), ("reacher-pos", 0.02, 0.05)])
+def test_reacher_expert_reaches_target_and_episodes_end_at_the_cap(world, expert_within, random_beyond):
+    env, _ = make_env(world, 16)
     dist = {}
-    for name in ("expert", "random"):
-        policy = make_policy(name, env, 0)
-        final = []
-        for seed in range(4):
-            obs, info = env.reset(seed=seed)
-            policy.reset(seed)
-            for _ in range(50):
-                obs, *_, info = env.step(policy(obs, info))
-            final.append(np.linalg.norm(obs[8:10]))  # fingertip - target
-        dist[name] = float(np.mean(final))
-    env.close()
-    assert dist["expert"] < 0.03 < dist["random"], dist
+    try:
+        for name in ("expert", "random"):
+            policy = make_policy(name, env, 0)
+            final = []
+            for seed in range(4):
+                obs, info = env.reset(seed=seed)
+                policy.reset(seed)
+                for step in range(50):
+                    obs, _, _, truncated, info = env.step(policy(obs, info))
+                assert truncated and step == 49
+                final.append(np.linalg.norm(obs[8:10]))  # fingertip - target
+            dist[name] = float(np.mean(final))
+    finally:
+        env.close()
+    assert dist["expert"] < expert_within and dist["random"] > random_beyond, dist
 
 
 def test_reacher_pos_moves_the_joints_by_the_action_and_holds_the_pose():
@@ -332,33 +336,14 @@ def test_reacher_pos_moves_the_joints_by_the_action_and_holds_the_pose():
         frame = env.render()
         env.step(np.zeros(2, np.float32))
         assert np.array_equal(env.render(), frame)  # a zero step holds the pose
-        env.step(np.array([0.0, 3.0], np.float32))  # clipped to one unit
-        assert u.data.qpos[1] == pytest.approx(before[1] + 0.0, abs=1e-9)
+        env.step(np.array([0.0, 3.0], np.float32))  # clipped to one unit: the elbow is back where it started
+        assert u.data.qpos[1] == pytest.approx(before[1], abs=1e-9)
         for _ in range(60):
             env.step(np.array([0.0, 1.0], np.float32))
         assert u.data.qpos[1] <= u.model.jnt_range[1][1] + 1e-9  # the elbow stops at its joint limit
     finally:
         env.close()
 
-
-def test_reacher_pos_expert_reaches_target_and_episodes_end_at_the_cap():
-    env, _ = make_env("reacher-pos", 16)
-    dist = {}
-    try:
-        for name in ("expert", "random"):
-            policy = make_policy(name, env, 0)
-            final = []
-            for seed in range(4):
-                obs, info = env.reset(seed=seed)
-                policy.reset(seed)
-                for step in range(50):
-                    obs, _, _, truncated, info = env.step(policy(obs, info))
-                assert truncated and step == 49
-                final.append(np.linalg.norm(obs[8:10]))
-            dist[name] = float(np.mean(final))
-    finally:
-        env.close()
-    assert dist["expert"] < 0.02 < 0.05 < dist["random"], dist
 
 def test_breakout_expert_scores_more_than_random():
     env, _ = make_env("breakout", 16)
