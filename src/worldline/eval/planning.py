@@ -118,7 +118,8 @@ class PlanningWorld:
 
     def hold_action(self) -> np.ndarray:
         """The action that keeps the robot where it is, from its proprioception alone (pusht: the
-        disc's own position as the PD target; reacher: no torque). Planning starts its search there."""
+        disc's own position as the PD target; reacher: no torque; reacher-pos: no joint step).
+        Planning starts its search there."""
         if self.name == "pusht":
             return np.array(self.env.unwrapped.agent.position, dtype=np.float32)
         return np.zeros(self.action_spec.dim, dtype=np.float32)

@@ -43,8 +43,8 @@ class ActionBox:
 
 def colored_noise(samples: int, steps: int, dim: int, beta: float, gen: torch.Generator | None = None) -> Tensor:
     """Gaussian noise (samples, steps, dim) of unit variance whose power spectrum over the steps falls
-    as 1 / f^beta (iCEM, Pinneri et al. 2020): beta 0 is white, 2 is a random walk's smoothness. A
-    controller's actions are coherent in time, and smooth samples search that space far better."""
+    as 1 / f^beta (iCEM, Pinneri et al. 2020): beta 0 is white, 2 is a random walk's smoothness.
+    iCEM found smooth samples search a controller's actions, which are coherent in time, better."""
     if beta == 0:
         return torch.randn(samples, steps, dim, generator=gen)
     freqs = torch.fft.rfftfreq(steps)
@@ -59,7 +59,7 @@ def colored_noise(samples: int, steps: int, dim: int, beta: float, gen: torch.Ge
     # Var(x_n) = (s_0^2 + 4 sum_mid s_k^2 + s_nyq^2) / steps^2 for the components drawn above
     ends = scale[0] ** 2 + (scale[-1] ** 2 if steps % 2 == 0 else 0.0)
     mid = scale[1:-1] if steps % 2 == 0 else scale[1:]
-    var = (ends + 2 * (mid**2).sum() * 2) / steps**2
+    var = (ends + 4 * (mid**2).sum()) / steps**2
     return (x / var.sqrt()).transpose(1, 2)
 
 
