@@ -137,6 +137,49 @@ def test_multiple_cameras(tmp_path):
     assert psnr(ds.episode_frames(0, cams[1]), make_frames(5, 9, 16)) > 35
 
 
+def test_proprioception_roundtrip_stats_windows_and_bad_input(tmp_path):
+    from worldline.data.cache import frame_store
+    from worldline.data.windows import WindowSampler
+
+    names = ("joint_a", "joint_b", "joint_c")
+    rng = np.random.default_rng(0)
+    states = [(rng.standard_normal((n, 3)) * [1, 10, 100]).astype(np.float32) for n in (6, 5)]
+    with DatasetWriter(tmp_path / "p", fps=10, image_shape=(16, 16, 3), action_spec=SPEC, state_names=names) as w:
+        for i, s in enumerate(states):
+            w.add_episode(**make_episode(len(s), i, 16), states=s)
+    ds = Dataset(tmp_path / "p")
+    assert ds.state_names == list(names) and ds.info["features"]["observation.state"]["shape"] == [3]
+    np.testing.assert_array_equal(ds.arrays()["states"], np.concatenate(states))
+    np.testing.assert_array_equal(ds.episode(1)["states"], states[1])
+    both = np.concatenate(states)
+    np.testing.assert_allclose(ds.stats["observation.state"]["mean"], both.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(ds.stats["observation.state"]["std"], both.std(0), rtol=1e-4)
+    # the training windows carry the states row for row with the frames
+    store = frame_store(ds, progress=False)
+    batch = WindowSampler(store, 3, [0, 1]).batch(np.array([0, 4]))
+    assert batch["states"].shape == (2, 3, 3)
+    np.testing.assert_array_equal(batch["states"][1].numpy(), states[1][:3])  # episode 0 (6 frames) has 4 starts: window 4 is episode 1's first
+
+    with pytest.raises(WorldlineError, match="episode 2: states .* are required"):
+        with DatasetWriter(tmp_path / "p", fps=10, image_shape=(16, 16, 3), action_spec=SPEC, state_names=names, mode="append") as w:
+            w.add_episode(**make_episode(4, 0, 16))
+    with pytest.raises(WorldlineError, match=r"states have shape \(4, 2\)"):
+        with DatasetWriter(tmp_path / "p", fps=10, image_shape=(16, 16, 3), action_spec=SPEC, state_names=names, mode="append") as w:
+            w.add_episode(**make_episode(4, 0, 16), states=np.zeros((4, 2)))
+    bad = np.zeros((4, 3))
+    bad[2, 1] = np.nan
+    with pytest.raises(WorldlineError, match="episode 2 frame 2: state 'joint_b' is nan"):
+        with DatasetWriter(tmp_path / "p", fps=10, image_shape=(16, 16, 3), action_spec=SPEC, state_names=names, mode="append") as w:
+            w.add_episode(**make_episode(4, 0, 16), states=bad)
+    with pytest.raises(WorldlineError, match="cannot append.*observation.state"):
+        DatasetWriter(tmp_path / "p", fps=10, image_shape=(16, 16, 3), action_spec=SPEC, mode="append")
+    assert Dataset(tmp_path / "p").num_episodes == 2  # nothing half-written
+    with pytest.raises(WorldlineError, match="opened without state_names"):
+        with DatasetWriter(tmp_path / "q", fps=10, image_shape=(16, 16, 3), action_spec=SPEC) as w:
+            w.add_episode(**make_episode(4, 0, 16), states=np.zeros((4, 3)))
+    assert not (tmp_path / "q").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # modes
 # ----------------------------------------------------------------------------------------------

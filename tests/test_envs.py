@@ -151,7 +151,16 @@ def test_recorded_dataset(recorded, world):
         else:
             assert (ep["actions"] >= np.array(spec.low)).all() and (ep["actions"] <= np.array(spec.high)).all()
         assert np.abs(np.diff(ep["frames"].astype(np.int16), axis=0)).max() > 20  # something moved
+    # proprioception: the robot's own readings with each frame (observation.state)
+    assert ds.state_names == list(BUILTIN[world].proprio)
+    if world != "breakout":
+        states = ds.arrays()["states"]
+        assert states.shape == (ds.num_frames, len(BUILTIN[world].proprio)) and np.isfinite(states).all()
+        assert np.abs(np.diff(states[: ds.episode_lengths[0]], axis=0)).max() > 0  # the robot moved
+    if world.startswith("reacher"):  # cos and sin of each joint angle
+        np.testing.assert_allclose(states[:, :2] ** 2 + states[:, 2:4] ** 2, 1.0, atol=1e-5)
     if world == "pusht":
+        assert ((states >= 0) & (states <= 512)).all()  # the disc's position in the 512-px world
         rewards = ds.arrays()["rewards"]
         assert ((rewards >= 0) & (rewards <= 1)).all()
     if world == "reacher":  # reward = -distance - control cost: always negative

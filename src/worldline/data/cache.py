@@ -90,8 +90,8 @@ def frame_store(
     resolution: int | tuple[int, int] | None = None,
     progress: bool = True,
 ) -> EpisodeStore:
-    """An :class:`EpisodeStore` with ``frames`` (memory-mapped uint8), actions, rewards and dones of
-    every episode; decodes the video on first use (or after the dataset changed), then memory-maps."""
+    """An :class:`EpisodeStore` with ``frames`` (memory-mapped uint8), actions, rewards, dones (and
+    proprioceptive ``states`` where the dataset has them) of every episode; decodes the video on first use (or after the dataset changed), then memory-maps."""
     if not isinstance(dataset, Dataset):
         dataset = Dataset(dataset)
     camera = camera or dataset.default_camera
@@ -117,8 +117,9 @@ def frame_store(
     if frames.shape != (dataset.num_frames, size[0], size[1], 3) or frames.dtype != np.uint8:
         raise WorldlineError(f"{path}: frame cache has shape {frames.shape} {frames.dtype}; delete it to rebuild")
     arrays = dataset.arrays()
+    carried = {k: arrays[k] for k in ("actions", "rewards", "dones", "states") if k in arrays}
     return EpisodeStore(
-        {"frames": frames, "actions": arrays["actions"], "rewards": arrays["rewards"], "dones": arrays["dones"]},
+        {"frames": frames, **carried},
         dataset.episode_starts,
         dataset.episode_lengths,
         info={"dataset": str(dataset.root), "camera": camera, "resolution": list(size), "fps": dataset.fps, "cache": str(path)},

@@ -6,7 +6,8 @@ DIR/meta/stats.json                             per feature min/max/mean/std/cou
 DIR/meta/tasks.parquet                          task_index, task
 DIR/meta/episodes/chunk-000/file-000.parquet    one row per episode: length, data file, video file + [from, to) s
 DIR/data/chunk-XXX/file-YYY.parquet             one row per frame: index, episode_index, frame_index, timestamp,
-                                                action list<float32>, next.reward, next.done, task_index
+                                                action list<float32>, [observation.state list<float32>],
+                                                next.reward, next.done, task_index
 DIR/videos/<camera>/chunk-XXX/file-YYY.mp4      H.264, several episodes back to back, each starting on a key frame
 ```
 
@@ -47,6 +48,7 @@ EPISODES_FILE = "meta/episodes/chunk-000/file-000.parquet"
 FRAMES_PER_FILE = 20_000  # episodes are packed into one data/video file until it holds this many frames
 
 REQUIRED_FRAME_COLUMNS = ("index", "episode_index", "frame_index", "timestamp")
+STATE = "observation.state"  # proprioception (LeRobot's name): the robot's own joint/effector readings per frame
 REQUIRED_EPISODE_COLUMNS = ("episode_index", "length", "dataset_from_index", "dataset_to_index", "data/chunk_index", "data/file_index")
 _OWN_FILE = re.compile(r"^file-(\d+)\.(parquet|mp4)$")
 
@@ -55,7 +57,8 @@ def _video_columns(cam: str) -> tuple[str, ...]:
     return tuple(f"videos/{cam}/{c}" for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp"))
 
 
-def _features(fps: float, image_shape: tuple[int, int, int], cameras: Sequence[str], spec: ActionSpec, crf: int, pix_fmt: str) -> dict:
+def _features(fps: float, image_shape: tuple[int, int, int], cameras: Sequence[str], spec: ActionSpec, crf: int, pix_fmt: str,
+              state_names: Sequence[str] = ()) -> dict:
     h, w, c = image_shape
     feats: dict[str, Any] = {}
     for cam in cameras:
@@ -76,6 +79,8 @@ def _features(fps: float, image_shape: tuple[int, int, int], cameras: Sequence[s
             },
         }
     feats["action"] = {"dtype": "float32", "shape": [spec.dim], "names": spec.names if spec.kind == "continuous" else None}
+    if state_names:
+        feats[STATE] = {"dtype": "float32", "shape": [len(state_names)], "names": list(state_names)}
     feats["next.reward"] = {"dtype": "float32", "shape": [1], "names": None}
     feats["next.done"] = {"dtype": "bool", "shape": [1], "names": None}
     for key, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"), ("task_index", "int64")):
@@ -142,6 +147,16 @@ class Dataset:
         if not action:
             return ActionSpec()
         return ActionSpec(kind="continuous", dim=int(np.prod(action["shape"])), names=action.get("names"))
+
+    @property
+    def state_names(self) -> list[str]:
+        """Names of the proprioceptive channels (``observation.state``); empty if the dataset has none."""
+        feat = self.info["features"].get(STATE)
+        if not feat:
+            return []
+        dim = int(np.prod(feat["shape"]))
+        names = feat.get("names")
+        return [str(n) for n in names] if isinstance(names, list) and len(names) == dim else [f"state_{i}" for i in range(dim)]
 
     def feature_shape(self, camera: str) -> tuple[int, ...]:
         if camera not in self.info["features"]:
@@ -306,8 +321,9 @@ class Dataset:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Frame-row columns as numpy: actions (N, A) f32, rewards (N,) f32, dones (N,) bool,
-        episode_index, frame_index, task_index (N,) int64. Missing reward/done/task columns (common in
-        LeRobot datasets) read as 0 / False / 0."""
+        episode_index, frame_index, task_index (N,) int64, and states (N, P) f32 where the dataset has
+        ``observation.state``. Missing reward/done/task columns (common in LeRobot datasets) read as
+        0 / False / 0."""
         if self._arrays is None:
             table = self.table()
             n = table.num_rows
@@ -325,6 +341,10 @@ class Dataset:
                 "frame_index": table.column("frame_index").to_numpy().astype(np.int64),
                 "task_index": table.column("task_index").to_numpy().astype(np.int64) if "task_index" in names else np.zeros(n, np.int64),
             }
+            if self.state_names:
+                if STATE not in names:
+                    raise WorldlineError(f"{self.root}: meta/info.json lists {STATE!r}, the data files have no such column")
+                arrays["states"] = _list_column(table.column(STATE), len(self.state_names), self.root, STATE)
             counts = np.bincount(arrays["episode_index"], minlength=self.num_episodes)[: self.num_episodes]
             bad = np.flatnonzero(counts != self._episodes["length"])
             if len(bad):
@@ -343,20 +363,24 @@ class Dataset:
         return frames
 
     def episode(self, i: int, camera: str | None = None) -> dict[str, Any]:
-        """frames (T, H, W, 3) uint8, actions (T, A) f32, rewards (T,), dones (T,), task str."""
+        """frames (T, H, W, 3) uint8, actions (T, A) f32, rewards (T,), dones (T,), task str, and states
+        (T, P) f32 where the dataset has them."""
         self._check_index(i)
         a = self.arrays()
         lo = int(self._episodes["dataset_from_index"][i])
         hi = lo + int(self._episodes["length"][i])
         tasks = self.tasks
         task_index = int(a["task_index"][lo]) if hi > lo else 0
-        return {
+        out = {
             "frames": self.episode_frames(i, camera),
             "actions": a["actions"][lo:hi].copy(),
             "rewards": a["rewards"][lo:hi].copy(),
             "dones": a["dones"][lo:hi].copy(),
             "task": tasks[task_index] if task_index < len(tasks) else "",
         }
+        if "states" in a:
+            out["states"] = a["states"][lo:hi].copy()
+        return out
 
     def __len__(self) -> int:
         return self.num_episodes
@@ -374,7 +398,7 @@ def _read_parquet(path: Path) -> pa.Table:
         raise WorldlineError(f"{path}: unreadable parquet file ({str(e).splitlines()[0][:120]})") from None
 
 
-def _list_column(column: pa.ChunkedArray, dim: int, where: Path) -> np.ndarray:
+def _list_column(column: pa.ChunkedArray, dim: int, where: Path, name: str = "action") -> np.ndarray:
     """A list<float> column of fixed width ``dim`` -> (N, dim) float32."""
     array = column.combine_chunks()
     if pa.types.is_fixed_size_list(array.type) or pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
@@ -382,8 +406,8 @@ def _list_column(column: pa.ChunkedArray, dim: int, where: Path) -> np.ndarray:
     else:
         values = array.to_numpy(zero_copy_only=False).astype(np.float32)
     if values.size != len(array) * dim:
-        raise WorldlineError(f"{where}: column 'action' does not have {dim} values in every row")
-    return values.reshape(len(array), dim)  # (N, A)
+        raise WorldlineError(f"{where}: column {name!r} does not have {dim} values in every row")
+    return values.reshape(len(array), dim)  # (N, dim)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,6 +420,9 @@ class DatasetWriter:
 
     >>> with DatasetWriter(out, fps=10, image_shape=(64, 64, 3), action_spec=spec) as w:
     ...     w.add_episode(frames, actions, rewards, dones, task="push the T")
+
+    ``state_names`` (one per channel) make the dataset carry proprioception: every episode then
+    needs ``states`` (T, P), stored as ``observation.state``.
     """
 
     def __init__(
@@ -411,6 +438,7 @@ class DatasetWriter:
         crf: int = DEFAULT_CRF,
         pix_fmt: str = DEFAULT_PIX_FMT,
         frames_per_file: int = FRAMES_PER_FILE,
+        state_names: Sequence[str] = (),
     ):
         if mode not in ("create", "append", "overwrite"):
             raise WorldlineError(f"mode must be create, append or overwrite, got {mode!r}")
@@ -431,6 +459,9 @@ class DatasetWriter:
         self.action_spec = action_spec
         self.env_id = env_id
         self.cameras = list(cameras)
+        self.state_names = [str(n) for n in state_names]
+        if len(set(self.state_names)) != len(self.state_names) or not all(self.state_names):
+            raise WorldlineError(f"state_names must be distinct non-empty names, got {self.state_names}")
         self.mode = mode
         self.crf, self.pix_fmt = int(crf), pix_fmt
         self.frames_per_file = int(frames_per_file)
@@ -462,7 +493,7 @@ class DatasetWriter:
         self._episode_rows: list[dict[str, Any]] = []
         self._next_file = self._first_free_file_index() if base else 0
         self._file: dict[str, Any] | None = None
-        self._stats = stats_mod.StatsAccumulator(action_spec.dim, self.cameras)
+        self._stats = stats_mod.StatsAccumulator(action_spec.dim, self.cameras, len(self.state_names))
 
     # -- public --------------------------------------------------------------------------------
 
@@ -478,12 +509,14 @@ class DatasetWriter:
         rewards: np.ndarray | None = None,
         dones: np.ndarray | None = None,
         task: str = "",
+        states: np.ndarray | None = None,
     ) -> int:
         """Validate and write one episode; returns its episode index."""
         if self._closed:
             raise WorldlineError(f"{self.root}: the writer is closed")
         index = self.num_episodes
         videos, actions, rewards, dones = self._validate(index, frames, actions, rewards, dones)
+        states = self._validate_states(index, states, len(actions))
         length = len(actions)
         if self._file is not None and self._file["frames"] + length > self.frames_per_file:
             self._finish_file()
@@ -521,11 +554,12 @@ class DatasetWriter:
                 "next.reward": rewards,
                 "next.done": dones,
                 "task_index": np.full(length, task_index, np.int64),
+                **({"state": states} if states is not None else {}),
             }
         )
         f["frames"] += length
         self._episode_rows.append(row)
-        self._stats.add_episode(videos, actions, rewards, dones)
+        self._stats.add_episode(videos, actions, rewards, dones, states)
         return index
 
     def close(self) -> Path:
@@ -646,6 +680,25 @@ class DatasetWriter:
             raise WorldlineError(f"{where}: dones have shape {tuple(dones.shape)}, expected ({length},)")
         return videos, actions, rewards, dones.reshape(length).astype(bool)
 
+    def _validate_states(self, index: int, states, length: int) -> np.ndarray | None:
+        where = f"episode {index}"
+        P = len(self.state_names)
+        if not P:
+            if states is not None:
+                raise WorldlineError(f"{where}: states given, but the dataset was opened without state_names")
+            return None
+        if states is None:
+            raise WorldlineError(f"{where}: states (T, {P}) are required: the dataset has {STATE} {self.state_names}")
+        states = np.asarray(states)
+        if states.shape != (length, P) or not np.issubdtype(states.dtype, np.number):
+            raise WorldlineError(f"{where}: states have shape {tuple(states.shape)} {states.dtype}, expected ({length}, {P}) numbers")
+        states = states.astype(np.float32)
+        bad = ~np.isfinite(states)
+        if bad.any():
+            t, col = np.argwhere(bad)[0]
+            raise WorldlineError(f"{where} frame {t}: state {self.state_names[col]!r} is {states[t, col]} (NaN/inf not allowed)")
+        return states
+
     def _check_compatible(self, base: Dataset) -> None:
         def mismatch(field, have, want):
             raise WorldlineError(f"cannot append to {self.root}: {field} is {have} there, the new episodes have {want}")
@@ -660,6 +713,8 @@ class DatasetWriter:
         have, want = base.action_spec, self.action_spec
         if (have.kind, have.dim, have.n) != (want.kind, want.dim, want.n):
             mismatch("the action space", f"{have.kind} dim {have.dim} n {have.n}", f"{want.kind} dim {want.dim} n {want.n}")
+        if base.state_names != self.state_names:
+            mismatch(STATE, base.state_names or "absent", self.state_names or "absent")
         if base.env_id and self.env_id and base.env_id != self.env_id:
             mismatch("env_id", base.env_id, self.env_id)
         self.env_id = self.env_id or base.env_id
@@ -722,21 +777,23 @@ class DatasetWriter:
             self._created.append(f["final"][cam])
         cols = f["columns"]
         cat = {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
-        dim = self.action_spec.dim
-        offsets = np.arange(len(cat["index"]) + 1, dtype=np.int32) * dim
-        action_col = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(cat["action"].reshape(-1), pa.float32()))
-        table = pa.table(
-            {
-                "index": pa.array(cat["index"], pa.int64()),
-                "episode_index": pa.array(cat["episode_index"], pa.int64()),
-                "frame_index": pa.array(cat["frame_index"], pa.int64()),
-                "timestamp": pa.array(cat["timestamp"], pa.float32()),
-                "action": action_col,
-                "next.reward": pa.array(cat["next.reward"], pa.float32()),
-                "next.done": pa.array(cat["next.done"], pa.bool_()),
-                "task_index": pa.array(cat["task_index"], pa.int64()),
-            }
-        )
+        def list_col(values: np.ndarray) -> pa.ListArray:  # (N, dim) -> list<float32>
+            offsets = np.arange(len(values) + 1, dtype=np.int32) * values.shape[1]
+            return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values.reshape(-1), pa.float32()))
+
+        columns = {
+            "index": pa.array(cat["index"], pa.int64()),
+            "episode_index": pa.array(cat["episode_index"], pa.int64()),
+            "frame_index": pa.array(cat["frame_index"], pa.int64()),
+            "timestamp": pa.array(cat["timestamp"], pa.float32()),
+            "action": list_col(cat["action"].reshape(len(cat["index"]), self.action_spec.dim)),
+            "next.reward": pa.array(cat["next.reward"], pa.float32()),
+            "next.done": pa.array(cat["next.done"], pa.bool_()),
+            "task_index": pa.array(cat["task_index"], pa.int64()),
+        }
+        if "state" in cat:
+            columns[STATE] = list_col(cat["state"])
+        table = pa.table(columns)
         final = self._dir / DATA_PATH.format(chunk_index=f["chunk"], file_index=f["index"])
         with atomic_path(final) as tmp:
             pq.write_table(table, tmp)
@@ -775,7 +832,7 @@ class DatasetWriter:
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH,
             "splits": {"train": f"0:{self.num_episodes}"},
-            "features": _features(self.fps, self.image_shape, self.cameras, self.action_spec, self.crf, self.pix_fmt),
+            "features": _features(self.fps, self.image_shape, self.cameras, self.action_spec, self.crf, self.pix_fmt, self.state_names),
             "worldline": {
                 "env_id": self.env_id,
                 "action_space": dataclasses.asdict(self.action_spec),

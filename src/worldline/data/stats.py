@@ -68,15 +68,19 @@ def image_stats_update(stats: RunningStats, frames: np.ndarray) -> None:
 class StatsAccumulator:
     """What a writer feeds while it writes: actions, rewards, dones and sampled frames per camera."""
 
-    def __init__(self, action_dim: int, cameras: list[str]):
+    def __init__(self, action_dim: int, cameras: list[str], state_dim: int = 0):
         self.action = RunningStats(action_dim)
+        self.state = RunningStats(state_dim) if state_dim else None
         self.reward = RunningStats(1)
         self.done = RunningStats(1)
         self.images = {cam: RunningStats(3) for cam in cameras}
         self.image_frames = {cam: 0 for cam in cameras}
 
-    def add_episode(self, frames: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray):
+    def add_episode(self, frames: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray,
+                    states: np.ndarray | None = None):
         self.action.update(actions)
+        if self.state is not None and states is not None:
+            self.state.update(states)
         self.reward.update(rewards[:, None])
         self.done.update(dones[:, None].astype(np.float64))
         for cam, video in frames.items():
@@ -90,6 +94,8 @@ class StatsAccumulator:
             "next.reward": self.reward.to_dict(),
             "next.done": self.done.to_dict(),
         }
+        if self.state is not None:
+            out["observation.state"] = self.state.to_dict()
         for cam, s in self.images.items():
             out[cam] = s.to_dict(shape=(3, 1, 1))
         return out
@@ -126,8 +132,10 @@ def merge_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def compute_stats(dataset) -> dict[str, Any]:
     """Recompute every feature's stats of a :class:`~worldline.data.format.Dataset` from disk."""
     arrays = dataset.arrays()
-    acc = StatsAccumulator(arrays["actions"].shape[1], list(dataset.cameras))
+    acc = StatsAccumulator(arrays["actions"].shape[1], list(dataset.cameras), len(dataset.state_names))
     acc.action.update(arrays["actions"])
+    if acc.state is not None:
+        acc.state.update(arrays["states"])
     acc.reward.update(arrays["rewards"][:, None])
     acc.done.update(arrays["dones"][:, None].astype(np.float64))
     for cam in dataset.cameras:

@@ -111,7 +111,8 @@ class WindowSampler:
 
     ``len(sampler)`` is the number of valid window starts. Batches are dicts of torch tensors:
     ``frames`` float32 (B, T, C, H, W) in [-1, 1] (if the store has frames), ``latents`` float32
-    (B, T, ...) (if it has latents), ``actions`` (B, T, A), ``rewards`` (B, T), ``dones`` (B, T) bool,
+    (B, T, ...) (if it has latents), ``actions`` (B, T, A), ``states`` (B, T, P) (proprioception, if it
+    has them), ``rewards`` (B, T), ``dones`` (B, T) bool,
     ``episode_index`` (B,), ``frame_index`` (B, T).
     """
 
@@ -178,6 +179,9 @@ class WindowSampler:
         if "actions" in arrays:
             a = torch.from_numpy(np.ascontiguousarray(arrays["actions"][flat], dtype=np.float32))
             out["actions"] = a.reshape(b, t, -1)  # (B, T, A)
+        if "states" in arrays:
+            p = torch.from_numpy(np.ascontiguousarray(arrays["states"][flat], dtype=np.float32))
+            out["states"] = p.reshape(b, t, -1)  # (B, T, P)
         if "rewards" in arrays:
             r = torch.from_numpy(np.ascontiguousarray(arrays["rewards"][flat], dtype=np.float32))
             out["rewards"] = r.reshape(b, t)  # (B, T)

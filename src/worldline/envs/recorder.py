@@ -21,7 +21,7 @@ import numpy as np
 
 from worldline.core.errors import WorldlineError
 from worldline.envs.policies import Policy, make_policy
-from worldline.envs.registry import WorldInfo, action_row, make_env
+from worldline.envs.registry import WorldInfo, action_row, make_env, read_proprio
 
 
 def run_episode(
@@ -33,13 +33,16 @@ def run_episode(
     on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Play one episode; returns frames (T, H, W, 3) uint8, actions (T, A) f32, rewards (T,) f32,
-    dones (T,) bool and the task text, ready for ``DatasetWriter.add_episode``."""
+    dones (T,) bool, the task text and, for a world with proprioception, states (T, P) f32 read with
+    each frame: ready for ``DatasetWriter.add_episode``."""
     obs, info = env.reset(seed=int(seed))
     policy.reset(int(seed))
     spec = world.action_spec
-    frames, actions, rewards, dones = [], [], [], []
+    frames, actions, rewards, dones, states = [], [], [], [], []
     for t in range(max_steps):
         frames.append(env.render())
+        if world.proprio:
+            states.append(read_proprio(env, world))
         action = policy(obs, info)
         actions.append(action_row(spec, action))
         obs, reward, terminated, truncated, info = env.step(action)
@@ -50,13 +53,16 @@ def run_episode(
             on_step(t + 1)
         if ended:
             break
-    return {
+    out = {
         "frames": np.stack(frames),  # (T, H, W, 3)
         "actions": np.stack(actions),  # (T, A)
         "rewards": np.asarray(rewards, np.float32),
         "dones": np.asarray(dones, bool),
         "task": world.task,
     }
+    if world.proprio:
+        out["states"] = np.stack(states)  # (T, P)
+    return out
 
 
 def _check_int(name: str, value, low: int) -> int:
@@ -138,7 +144,7 @@ def record(
     episodes to it (same env, resolution and action space), "overwrite" replaces it once the new
     one is complete. A failure or Ctrl-C leaves the directory as it was.
     """
-    from worldline.data.format import DatasetWriter
+    from worldline.data.format import Dataset, DatasetWriter
 
     episodes = _check_int("episodes", episodes, 1)
     seed = _check_int("seed", seed, 0)
@@ -151,6 +157,9 @@ def record(
             raise WorldlineError(f"policy {policy!r} has an empty name (use e.g. 'expert' or 'expert,smooth')")
         policies = [make_policy(name, gym_env, seed) for name in names]
         steps = world.max_steps
+        state_names = world.proprio
+        if mode == "append" and state_names and (Path(out) / "meta" / "info.json").is_file() and not Dataset(out).state_names:
+            state_names = ()  # a dataset recorded before worldline stored proprioception: append without it
         writer = DatasetWriter(
             out,
             fps=world.fps,
@@ -158,12 +167,15 @@ def record(
             action_spec=world.action_spec,
             env_id=world.env_id,
             mode=mode,
+            state_names=state_names,
         )
         with writer, _Progress(progress, f"record {world.env_id} ({policy})", episodes, steps) as bar:
             first = writer.num_episodes  # > 0 when appending: continue the seed sequence
             for k in range(episodes):
                 pol = policies[(first + k) % len(policies)]
                 episode = run_episode(gym_env, pol, world, seed + first + k, steps, on_step=lambda t, k=k: bar.step(k, t))
+                if not state_names:
+                    episode.pop("states", None)
                 writer.add_episode(**episode)
                 bar.end_episode(k, len(episode["actions"]))
     finally:

@@ -60,6 +60,7 @@ class Builtin:
     fps: int  # frames per second of the recorded video (env steps per second of simulated time)
     task: str  # task text stored with every episode (LeRobot "task")
     policies: tuple[str, ...]
+    proprio: tuple[str, ...] = ()  # names of the robot's own readings recorded as observation.state (read_proprio)
 
 
 BUILTIN: dict[str, Builtin] = {
@@ -71,6 +72,7 @@ BUILTIN: dict[str, Builtin] = {
         fps=10,
         task="Push the T-shaped block onto the green T-shaped target.",
         policies=("random", "smooth", "expert"),
+        proprio=("agent_x", "agent_y"),
     ),
     "breakout": Builtin(
         description="Atari Breakout (ale-py ALE/Breakout-v5, frame skip 4, sticky actions); "
@@ -89,6 +91,7 @@ BUILTIN: dict[str, Builtin] = {
         fps=50,
         task="Move the arm's fingertip onto the red target.",
         policies=("random", "smooth", "expert", "gentle"),
+        proprio=("cos_shoulder", "cos_elbow", "sin_shoulder", "sin_elbow", "shoulder_velocity", "elbow_velocity"),
     ),
     "reacher-pos": Builtin(
         description="Reacher-v5's arm under joint-position control (envs/arm.py): the arm stands at each "
@@ -98,6 +101,7 @@ BUILTIN: dict[str, Builtin] = {
         fps=50,
         task="Move the arm's fingertip onto the red target.",
         policies=("random", "smooth", "expert"),
+        proprio=("cos_shoulder", "cos_elbow", "sin_shoulder", "sin_elbow"),  # the arm stands still: no velocity
     ),
     "coinrun": Builtin(
         description="procgen CoinRun (procgen-mirror, easy levels, one level per episode seed): the camera "
@@ -109,6 +113,23 @@ BUILTIN: dict[str, Builtin] = {
         policies=("random", "hold"),
     ),
 }
+
+def read_proprio(env: gym.Env, world: "WorldInfo") -> np.ndarray:
+    """The robot's own readings (``world.proprio`` channels, float32) in the env's current state:
+    pusht the disc's position in px; the reachers cos and sin of both joint angles (an angle wraps,
+    its cos/sin do not), plus joint velocities under torque control."""
+    u = env.unwrapped
+    if world.env_id == "pusht":
+        values = list(u.agent.position)
+    elif world.env_id in ("reacher", "reacher-pos"):
+        q = np.asarray(u.data.qpos[:2], np.float64)
+        values = [*np.cos(q), *np.sin(q)] + (list(u.data.qvel[:2]) if world.env_id == "reacher" else [])
+    else:
+        raise WorldlineError(f"env {world.env_id!r} has no proprioception (built-in robots: pusht, reacher, reacher-pos)")
+    out = np.asarray(values, np.float32)
+    assert len(out) == len(world.proprio), (world.env_id, len(out), world.proprio)
+    return out
+
 
 # Top-down over the 0.4 m arena: Reacher's own camera looks from the side and leaves the arm a few
 # pixels long at 64x64.
@@ -131,6 +152,7 @@ class WorldInfo:
     policies: tuple[str, ...]
     action_spec: ActionSpec
     description: str = ""
+    proprio: tuple[str, ...] = ()  # observation.state channels (built-in robots only; see read_proprio)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,6 +398,7 @@ def make_env(env_id: str, resolution: int = 64, max_steps: int | None = None) ->
             policies=world.policies,
             action_spec=action_spec_from_space(env.action_space, names),
             description=world.description,
+            proprio=world.proprio,
         )
         return env, info
 
