@@ -371,3 +371,66 @@ def test_frames_sigreg_adds_the_plain_test_to_the_motion_one():
     assert out[True]["sigreg_frames"] > 1.5 * out[False]["sigreg_frames"]
     with pytest.raises(ValueError, match="sigreg_frames_weight"):
         dataclasses.replace(ac_config(pool="projector"), sigreg_frames_weight=0.5)
+
+
+def _proprio_config(**kw) -> JEPAConfig:
+    enc = {"type": "jepa_encoder", "image_size": [32, 32], "frames": 1, "patch": 8, "dim": 16, "depth": 1, "heads": 2,
+           "pred_dim": 8, "pred_depth": 1, "pred_heads": 2}
+    base = dict(encoder=enc, image_size=(32, 32), grid=2, action_space=ActionSpec(kind="continuous", dim=1, low=[-1.0], high=[1.0]),
+                context_frames=2, train_horizon=2, rollout_steps=2, dim=32, depth=1, probe_width=4, proprio=True,
+                proprio_names=["column"], proprio_mean=[13.0], proprio_std=[7.5])
+    return ac_config(**{**base, **kw})
+
+
+def test_proprioception_is_read_predicted_and_carried_through_imagined_rollouts():
+    """V-JEPA 2-AC's proprioceptive input: on the slider, with its column as the robot's reading, the
+    predictor learns the next reading from the current one and the action, two steps rolled out
+    (imagined), far better than holding the last reading."""
+    torch.manual_seed(0)
+    model = JEPAWorldModel(_proprio_config())
+    assert model.uses_proprio and model.proprio_mean.tolist() == [13.0]
+    frames, actions, cols = _slider(64, 4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for step in range(150):
+        i = torch.randint(0, 64, (32,))
+        loss, logs = model.loss({"frames": frames[i], "actions": actions[i], "states": cols[i, :, None]})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert {"proprio_mse", "rollout_proprio_mse"} <= set(logs)
+    model.eval()
+    frames, actions, cols = _slider(64, 4, seed=1)
+    with torch.no_grad():
+        state = model.init_state(frames[:, :2], actions[:, :1], context_proprio=cols[:, :2, None])
+        for t in (1, 2):  # imagined: each step's reading comes from the model's own previous prediction
+            state, _ = model.step(state, actions[:, t])
+        guess = state.proprio[:, -1, 0] * 7.5 + 13.0  # back to pixels
+    err = (guess - cols[:, 3]).abs().mean()
+    hold = (cols[:, 1] - cols[:, 3]).abs().mean()
+    assert err < 0.25 * hold, (err, hold)
+    z = model.imagine(model.init_state(frames[:, :2], actions[:, :1], context_proprio=cols[:, :2, None]), actions[:, 1:3])
+    assert torch.allclose(z[:, -1], state.z[:, -1], atol=1e-5)  # imagine and step agree
+
+
+def test_proprioception_bad_input_gives_clear_errors():
+    torch.manual_seed(0)
+    model = JEPAWorldModel(_proprio_config()).eval()
+    frames, actions = torch.rand(2, 2, 3, 32, 32) * 2 - 1, torch.zeros(2, 1, 1)
+    with pytest.raises(WorldlineError, match=r"reads proprioception: pass context_proprio \(B, T, 1\) with channels \['column'\]"):
+        model.init_state(frames, actions)
+    with pytest.raises(WorldlineError, match=r"context_proprio must be \(2, 2, 1\)"):
+        model.init_state(frames, actions, context_proprio=torch.zeros(2, 2, 3))
+    with pytest.raises(WorldlineError, match="NaN"):
+        model.init_state(frames, actions, context_proprio=torch.full((2, 2, 1), float("nan")))
+    with pytest.raises(WorldlineError, match="no 'states'"):
+        model.loss({"frames": torch.rand(2, 4, 3, 32, 32), "actions": torch.zeros(2, 4, 1)})
+    plain = JEPAWorldModel(_proprio_config(proprio=False)).eval()
+    with pytest.raises(WorldlineError, match="trained without proprioception"):
+        plain.init_state(frames, actions, context_proprio=torch.zeros(2, 2, 1))
+    with pytest.raises(WorldlineError, match="no observation.state channels"):
+        JEPAWorldModel(_proprio_config(proprio_names=[], proprio_mean=[], proprio_std=[]))
+    cfg = _proprio_config()
+    with pytest.raises(WorldlineError, match="needs a dataset with proprioception"):
+        cfg.bind_proprio({"features": {"action": {"shape": [1]}}}, {})
+    with pytest.raises(ValueError, match="proprio_mean and proprio_std"):
+        _proprio_config(proprio_std=[1.0, 2.0]).__post_init__()

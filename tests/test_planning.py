@@ -377,3 +377,30 @@ def test_reacher_gentle_policy_gives_small_reproducible_torques():
             assert 0.04 < acts.std() < 0.45 and np.abs(acts).max() <= 1
     finally:
         env.close()
+
+
+def test_a_proprioceptive_model_plans_with_the_robots_own_readings(monkeypatch):
+    from worldline.eval.planning import benchmark
+
+    model = jepa_model()
+    cfg = dataclasses.replace(model.config, proprio=True, proprio_names=["agent_x", "agent_y"],
+                              proprio_mean=[256.0, 256.0], proprio_std=[100.0, 100.0])
+    torch.manual_seed(0)
+    model = type(model)(cfg).eval()
+    seen = []
+    init_state = model.init_state
+
+    def spy(frames, actions=None, text=None, context_proprio=None):
+        seen.append((frames.shape[1], context_proprio))
+        return init_state(frames, actions, text, context_proprio)
+
+    monkeypatch.setattr(model, "init_state", spy)
+    res = benchmark(model, "pusht", "cem", episodes=1, budget=3, horizon=2, baselines=False, progress=False,
+                    planner_kwargs={"samples": 8, "iterations": 1, "elites": 2, "keep_elites": 1, "seed": 0})
+    assert res["methods"]["cem"]["decisions"] == 3 and len(seen) == 3
+    for T, p in seen:  # one reading per context frame: the disc's position in the 512-px world
+        assert p.shape == (1, T, 2) and ((p >= 0) & (p <= 512)).all()
+    assert not torch.equal(seen[0][1][0, -1], seen[-1][1][0, -1])  # it follows the disc as it moves
+    other = type(model)(dataclasses.replace(cfg, proprio_names=["column", "row"])).eval()
+    with pytest.raises(WorldlineError, match=r"reads proprioception \['column', 'row'\], env 'pusht' gives \['agent_x', 'agent_y'\]"):
+        benchmark(other, "pusht", "cem", episodes=1, budget=1, baselines=False, progress=False)

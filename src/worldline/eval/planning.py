@@ -116,6 +116,12 @@ class PlanningWorld:
         self.env.step(np.asarray(action, dtype=np.float32))
         return self.env.render()
 
+    def proprio(self) -> np.ndarray:
+        """The robot's own readings now, as ``worldline record`` stores them (observation.state)."""
+        from worldline.envs.registry import read_proprio
+
+        return read_proprio(self.env, self.info)
+
     def hold_action(self) -> np.ndarray:
         """The action that keeps the robot where it is, from its proprioception alone (pusht: the
         disc's own position as the PD target; reacher: no torque; reacher-pos: no joint step).
@@ -261,6 +267,8 @@ def run_episode(model: WorldModel, world: PlanningWorld, task: GoalTask, mpc, bu
     device = device_of(model)
     goal_z = goal_embedding(model, task.goal_frame) if mpc is not None else None
     frames, macro, times, executed = [frame], [], [], []
+    proprio = getattr(model, "uses_proprio", False)
+    readings = [world.proprio()] if proprio else []  # the robot's readings with each frame, for a model that reads them
     predicted: list[np.ndarray] = []  # probe picture of the plan's prediction for each executed model step
     steps, success = 0, world.ends_on_success and world.success(world.get_state(), task.goal_state, goal_tip)
     if mpc is not None:
@@ -277,8 +285,11 @@ def run_episode(model: WorldModel, world: PlanningWorld, task: GoalTask, mpc, bu
             ctx_actions = None
             if K > 1 and len(macro) and ctx.shape[1] > 1:
                 ctx_actions = torch.tensor(np.stack(macro[-(ctx.shape[1] - 1):]), device=device)[None].float()
+            extra = {}
+            if proprio:
+                extra["context_proprio"] = torch.tensor(np.stack(readings[-ctx.shape[1]:]), device=device)[None]
             with torch.no_grad():
-                state = model.init_state(ctx, ctx_actions)
+                state = model.init_state(ctx, ctx_actions, **extra)
             t0 = time.perf_counter()
             acts = mpc.act(model, state, goal_z)  # (1, execute, k*A)
             times.append(time.perf_counter() - t0)
@@ -302,6 +313,8 @@ def run_episode(model: WorldModel, world: PlanningWorld, task: GoalTask, mpc, bu
                     success = True
                     break
             frames.append(frame)
+            if proprio:
+                readings.append(world.proprio())
             macro.append(row.astype(np.float32))
             if success or steps >= budget:
                 break
@@ -334,6 +347,9 @@ def benchmark(model: WorldModel, env: str, planner_name: str = "cem", episodes: 
     world = PlanningWorld(env, size[0])
     try:
         check_action_space(model, world.action_spec, env)
+        want = list(getattr(model.config, "proprio_names", [])) if getattr(model, "uses_proprio", False) else []
+        if want and want != list(world.info.proprio):
+            raise WorldlineError(f"the checkpoint reads proprioception {want}, env {env!r} gives {list(world.info.proprio) or 'none'}")
         tasks = expert_tasks(world, episodes, offset, seed)
         runs = {planner_name: MPC(PLANNERS[planner_name](**(planner_kwargs or {})), horizon, execute)}
         if baselines and planner_name != "random":

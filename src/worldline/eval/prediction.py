@@ -67,10 +67,11 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
                 ctx_actions, future = actions[:, : K - 1], actions[:, K - 1 : K - 1 + H]
                 shuffled = sampler.batch(partner[b : b + batch_size])["actions"].to(device)[:, K - 1 : K - 1 + H]
 
+                extra = _proprio(model, batch, K)
                 preds = {
-                    "model": model.rollout(ctx, future, context_actions=ctx_actions).frames,
+                    "model": model.rollout(ctx, future, context_actions=ctx_actions, **extra).frames,
                     "copy_last": ctx[:, -1:].expand_as(target),
-                    "shuffled_actions": model.rollout(ctx, shuffled, context_actions=ctx_actions).frames,
+                    "shuffled_actions": model.rollout(ctx, shuffled, context_actions=ctx_actions, **extra).frames,
                 }
                 if tokenizer is not None:
                     preds["tokenizer"] = _reconstruct(tokenizer, frames)[:, K : K + H]
@@ -214,6 +215,15 @@ def _check_action_space(model, ds, dataset_path) -> None:
         show = lambda s: f"{s.kind} n={s.n}" if s.kind == "discrete" else f"{s.kind} dim={s.dim}"  # noqa: E731
         raise WorldlineError(f"{dataset_path}: its actions ({show(have)}) are not the model's ({show(want)}); "
                              f"a latent-action model evaluates on a dataset labelled by `worldline genie label`")
+
+
+def _proprio(model, batch, K: int) -> dict:
+    """``{"context_proprio": ...}`` for a model that reads proprioception, else ``{}``."""
+    if not getattr(model, "uses_proprio", False):
+        return {}
+    if "states" not in batch:
+        raise WorldlineError("the model reads proprioception, the dataset has no observation.state")
+    return {"context_proprio": batch["states"][:, :K].to(device_of(model))}
 
 
 def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:

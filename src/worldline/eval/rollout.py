@@ -57,8 +57,13 @@ def write_rollouts(model, dataset_path: str | os.PathLike, out_dir: str | os.Pat
             real_u8 = np.array(store.arrays["frames"][rows])  # (span, H, W, 3), a copy: torch wants writable memory
             actions = torch.from_numpy(np.asarray(store.arrays["actions"][rows], dtype=np.float32))[None].to(device)
             real = rearrange(torch.from_numpy(real_u8).to(device), "t h w c -> 1 t c h w").float() / 127.5 - 1  # (1, span, 3, H, W)
+            extra = {}
+            if getattr(model, "uses_proprio", False):
+                if "states" not in store.arrays:
+                    raise WorldlineError("the model reads proprioception, the dataset has no observation.state")
+                extra["context_proprio"] = torch.from_numpy(np.asarray(store.arrays["states"][rows][:K], np.float32))[None].to(device)
             with torch.no_grad():
-                pred = model.rollout(real[:, :K], actions[:, K - 1 : K - 1 + H], context_actions=actions[:, : K - 1]).frames
+                pred = model.rollout(real[:, :K], actions[:, K - 1 : K - 1 + H], context_actions=actions[:, : K - 1], **extra).frames
             target = real[:, K:]
             copy = real[:, K - 1 : K].expand_as(target)
             metrics = {

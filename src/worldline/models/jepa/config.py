@@ -95,6 +95,11 @@ class JEPAConfig(ModelConfig):
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
+    proprio: bool = False  # V-JEPA 2-AC: the predictor also reads the robot's proprioception (the dataset's observation.state) with each step's action and predicts its next value; needs a dataset that records it
+    proprio_weight: float = 1.0  # weight of the next-proprioception loss (mean squared, standardised), teacher-forced and rolled out
+    proprio_names: list[str] = dataclasses.field(default_factory=list)  # the dataset's observation.state channels; set by bind_dataset
+    proprio_mean: list[float] = dataclasses.field(default_factory=list)  # their mean and std over the dataset (stats.json), to standardise
+    proprio_std: list[float] = dataclasses.field(default_factory=list)
     probe: bool = True  # train a pixel probe on the frozen embeddings, for viewing only (no gradient reaches the predictor)
     probe_width: int = 32  # channels of the probe's upsampling convolutions
     probe_weight: float = 1.0  # the probe's loss is added to the total but touches only probe weights
@@ -128,6 +133,12 @@ class JEPAConfig(ModelConfig):
             raise ValueError(f"dim/heads must be an even head size >= 6 for 3D RoPE, got {self.dim=} {self.heads=}")
         if self.frameskip > 1 and self.action_space.kind == "discrete":
             raise ValueError(f"frameskip > 1 needs continuous actions, got {self.frameskip=} with discrete actions")
+        if self.proprio_weight < 0:
+            raise ValueError(f"proprio_weight must be >= 0, got {self.proprio_weight=}")
+        P = len(self.proprio_names)
+        if self.proprio and P and (len(self.proprio_mean) != P or len(self.proprio_std) != P):
+            raise ValueError(f"proprio_mean and proprio_std need one value per proprio channel {self.proprio_names}, "
+                             f"got {len(self.proprio_mean)} and {len(self.proprio_std)}")
 
     def bind_dataset(self, info: dict[str, Any], stats: dict[str, Any]) -> None:
         """Fill the action space and image size from ``meta/info.json`` and embed the encoder config."""
@@ -137,7 +148,24 @@ class JEPAConfig(ModelConfig):
         if self.frameskip > 1 and self.action_space.kind == "discrete":
             raise WorldlineError(f"model.frameskip={self.frameskip} needs continuous actions, the dataset's are discrete")
         self.image_size = image_size_of(info)
+        if self.proprio:
+            self.bind_proprio(info, stats)
         self.embed_encoder_config()
+
+    def bind_proprio(self, info: dict[str, Any], stats: dict[str, Any]) -> None:
+        """Take the observation.state channels and their statistics from the dataset."""
+        feat = info.get("features", {}).get("observation.state")
+        if not feat:
+            raise WorldlineError("model.proprio=true needs a dataset with proprioception (observation.state); "
+                                 "`worldline record` stores it for the built-in robots pusht, reacher and reacher-pos")
+        dim = int(sum(feat["shape"])) if len(feat["shape"]) == 1 else 0
+        names = feat.get("names")
+        self.proprio_names = [str(n) for n in names] if isinstance(names, list) and len(names) == dim else [f"state_{i}" for i in range(dim)]
+        block = stats.get("observation.state")
+        if not block or len(block.get("mean", [])) != dim:
+            raise WorldlineError("the dataset's meta/stats.json has no statistics of observation.state")
+        self.proprio_mean = [float(v) for v in block["mean"]]
+        self.proprio_std = [max(float(v), 1e-3) for v in block["std"]]  # a channel that never moves is not blown up into noise
 
     def embed_encoder_config(self) -> None:
         """Copy the config of the encoder at ``encoder_path`` into ``encoder``."""

@@ -50,9 +50,10 @@ CHUNK = 256  # frames per encoder call
 class JEPAState(State):
     z: Tensor  # (B, T, N, D) embeddings of the last T <= context_frames model steps, oldest first
     actions: Tensor  # (B, T - 1, A) the actions between them
+    proprio: Tensor | None = None  # (B, T, P) standardised proprioception at those steps (models with proprio)
 
     def clone(self) -> "JEPAState":
-        return JEPAState(self.z.clone(), self.actions.clone())
+        return JEPAState(self.z.clone(), self.actions.clone(), None if self.proprio is None else self.proprio.clone())
 
 
 @dataclasses.dataclass
@@ -132,6 +133,18 @@ class JEPAWorldModel(WorldModel):
         self.idm = nn.Sequential(nn.Linear(3 * self.embed_dim, config.dim), nn.GELU(), nn.Linear(config.dim, idm_out)) \
             if config.idm_weight > 0 and spec.kind != "none" else None
         self.predictor = ACPredictor(self.embed_dim, config.dim, config.depth, config.heads, config.mlp_ratio, self.grid)
+        # Proprioception (V-JEPA 2-AC): each step's state joins its action token, and a head on that
+        # token's output predicts the next state (as a change, zero at init), so imagined rollouts carry it.
+        self.proprio_dim = len(config.proprio_names) if config.proprio else 0
+        if config.proprio and not self.proprio_dim:
+            raise WorldlineError("model.proprio=true, but no observation.state channels are bound: train it on a dataset that records them")
+        self.proprio_in = nn.Linear(self.proprio_dim, config.dim) if self.proprio_dim else None
+        self.proprio_out = nn.Linear(config.dim, self.proprio_dim) if self.proprio_dim else None
+        if self.proprio_out is not None:
+            nn.init.zeros_(self.proprio_out.weight)
+            nn.init.zeros_(self.proprio_out.bias)
+        self.register_buffer("proprio_mean", torch.tensor(config.proprio_mean, dtype=torch.float32) if self.proprio_dim else torch.zeros(0))
+        self.register_buffer("proprio_std", torch.tensor(config.proprio_std, dtype=torch.float32) if self.proprio_dim else torch.ones(0))
         self.probe = PixelProbe(self.embed_dim, self.grid, config.image_size, config.probe_width) if config.probe else None
         # Per-channel statistics of the training embeddings (set by latent_store, saved with the weights):
         # a JEPA encoder's features vary little around a large constant part, so the predictor, the
@@ -215,12 +228,22 @@ class JEPAWorldModel(WorldModel):
         name = "mse" if self.end_to_end else "l1"  # LeWM's loss is mean squared; V-JEPA 2-AC's L1
         actions = rearrange(batch["actions"][:, : (M - 1) * k].float(), "b (m k) a -> b m (k a)", k=k)  # (B, M-1, k*A)
         a = self.embed_actions(actions)  # (B, M-1, dim)
+        p = None
+        if self.proprio_dim:
+            if "states" not in batch:
+                raise WorldlineError("model.proprio is on, but the batch has no 'states' (the dataset's observation.state)")
+            p = self.normalize_proprio(batch["states"][:, : (M - 1) * k + 1 : k].float())  # (B, M, P)
+            a = a + self.proprio_in(p[:, : M - 1])
 
         # Teacher forcing: every step predicted from the true embeddings before it, in one pass.
-        pred = self.predictor(z[:, : M - 1], a)  # (B, M-1, N, D) ~ z[:, 1:]
+        pred, h = self.predictor(z[:, : M - 1], a, with_actions=True)  # (B, M-1, N, D) ~ z[:, 1:]
         tf = dist(pred, z[:, 1:])
         loss = tf
         logs = {f"tf_{name}": tf.item(), f"copy_{name}": dist(z[:, :-1], z[:, 1:]).item()}
+        if p is not None:  # the next proprioception, read from the action tokens
+            ptf = (p[:, : M - 1] + self.proprio_out(h) - p[:, 1:]).square().mean()
+            loss = loss + c.proprio_weight * ptf
+            logs["proprio_mse"] = ptf.item()
         if self.end_to_end:  # SIGReg per model step over the batch: without it the cheapest prediction is a constant embedding
             tested = z - z.mean(1, keepdim=True) if c.sigreg_motion else z  # (B, M, N, D)
             reg = sigreg(rearrange(tested, "b m n d -> m (b n) d"), c.sigreg_projections)
@@ -245,15 +268,21 @@ class JEPAWorldModel(WorldModel):
 
         # Rollout: from K true steps, the predictor's outputs are fed back for R steps.
         if R >= 1:
-            hz, ha, steps = z[:, :K], a[:, :K], []
+            hz, hp, steps, psteps = z[:, :K], None if p is None else p[:, :K], [], []
             for s in range(R):
-                nxt = self.predictor(hz[:, -K:], ha[:, -K:])[:, -1]  # (B, N, D)
+                nxt, pn = self.predict_next(hz, actions[:, : K + s], hp)  # (B, N, D), (B, P) | None
                 steps.append(nxt)
                 hz = torch.cat([hz, nxt[:, None]], dim=1)
-                ha = torch.cat([ha, a[:, K + s : K + s + 1]], dim=1)
+                if pn is not None:
+                    psteps.append(pn)
+                    hp = torch.cat([hp, pn[:, None]], dim=1)
             roll = dist(torch.stack(steps, dim=1), z[:, K : K + R])
             loss = loss + c.rollout_weight * roll
             logs[f"rollout_{name}"] = roll.item()
+            if psteps:
+                proll = (torch.stack(psteps, dim=1) - p[:, K : K + R]).square().mean()
+                loss = loss + c.rollout_weight * c.proprio_weight * proll
+                logs["rollout_proprio_mse"] = proll.item()
 
         # Probe: pixels of the last step's frame from its (detached) true embedding.
         if self.probe is not None and "frames" in batch:
@@ -292,6 +321,10 @@ class JEPAWorldModel(WorldModel):
         z = torch.cat(parts)[:, 0]  # (B*T, D, g, g)
         return self.normalize(rearrange(z, "(b t) d h w -> b t (h w) d", b=B))  # (B, T, N, D) standardised
 
+    def normalize_proprio(self, p: Tensor) -> Tensor:
+        """Raw proprioception (..., P) -> standardised with the training set's statistics."""
+        return (p - self.proprio_mean) / self.proprio_std
+
     def embed_actions(self, actions: Tensor) -> Tensor:
         """Model actions (..., k*A) -> (..., dim): each env action embedded, then merged."""
         k = self.config.frameskip
@@ -323,15 +356,23 @@ class JEPAWorldModel(WorldModel):
         self.check_frames(frames, "frames")
         return self.encode(frames)
 
+    @property
+    def uses_proprio(self) -> bool:
+        """Does this model read proprioception (``init_state(..., context_proprio=)`` then needs it)?"""
+        return self.proprio_dim > 0
+
     def init_state(self, context_frames: Tensor, context_actions: Tensor | None = None,
-                   text: list[str] | None = None) -> JEPAState:
+                   text: list[str] | None = None, context_proprio: Tensor | None = None) -> JEPAState:
         """State from ``context_frames`` (B, T, 3, H, W), one per model step, and the T - 1 model actions
-        between them. Without ``context_actions`` only the last frame is kept (its history is unknown)."""
+        between them. Without ``context_actions`` only the last frame is kept (its history is unknown).
+        A model trained with proprioception also needs ``context_proprio`` (B, T, P): the robot's
+        readings with each frame, in the dataset's units."""
         self.check_frames(context_frames, "context_frames")
         if text is not None and any(t for t in text):
             raise WorldlineError("the jepa world model takes no text prompt")
         B, T = context_frames.shape[:2]
         K = self.config.context_frames
+        proprio = self.check_proprio(context_proprio, B, T)
         if context_actions is None or T == 1:
             frames, actions = context_frames[:, -1:], context_frames.new_zeros(B, 0, self.action_spec.dim)
         else:
@@ -341,25 +382,50 @@ class JEPAWorldModel(WorldModel):
             frames, actions = context_frames, context_actions[:, : T - 1].float()
         frames = frames[:, -K:]
         actions = actions[:, actions.shape[1] - (frames.shape[1] - 1) :]  # the T - 1 actions between the kept frames
-        return JEPAState(self.encode(frames), actions)
+        if proprio is not None:
+            proprio = proprio[:, T - frames.shape[1] :]
+        return JEPAState(self.encode(frames), actions, proprio)
 
-    def predict_next(self, z: Tensor, actions: Tensor) -> Tensor:
+    def check_proprio(self, context_proprio: Tensor | None, B: int, T: int) -> Tensor | None:
+        """Standardised (B, T, P) proprioception, or None for a model without it."""
+        names = self.config.proprio_names
+        if not self.uses_proprio:
+            if context_proprio is not None:
+                raise WorldlineError("context_proprio given, but this jepa model was trained without proprioception")
+            return None
+        if context_proprio is None:
+            raise WorldlineError(f"this jepa model reads proprioception: pass context_proprio (B, T, {len(names)}) with channels {names}")
+        p = torch.as_tensor(context_proprio)
+        if p.dim() != 3 or tuple(p.shape) != (B, T, len(names)):
+            raise WorldlineError(f"context_proprio must be ({B}, {T}, {len(names)}) for channels {names}, got {tuple(p.shape)}")
+        if not torch.isfinite(p).all():
+            raise WorldlineError("context_proprio holds NaN or inf")
+        return self.normalize_proprio(p.float().to(self.proprio_mean.device))
+
+    def predict_next(self, z: Tensor, actions: Tensor, proprio: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Next embeddings (B, N, D) from the last K steps ``z`` (B, T, N, D) and their actions (B, T, A),
-        the last of which is the action being taken."""
+        the last of which is the action being taken; with proprioception ``proprio`` (B, T, P) also the
+        next standardised proprioception (B, P), else None."""
         K = self.config.context_frames
-        return self.predictor(z[:, -K:], self.embed_actions(actions[:, -K:]))[:, -1]
+        a = self.embed_actions(actions[:, -K:])
+        if self.proprio_in is None:
+            return self.predictor(z[:, -K:], a)[:, -1], None
+        nxt, h = self.predictor(z[:, -K:], a + self.proprio_in(proprio[:, -K:]), with_actions=True)
+        return nxt[:, -1], proprio[:, -1] + self.proprio_out(h[:, -1])
 
     def imagine(self, state: JEPAState, actions: Tensor) -> Tensor:
         """Embeddings (B, H, N, D) after each of ``actions`` (B, H, A); ``state`` is untouched.
         Differentiable in ``actions`` (the gradient planner relies on it)."""
         self.check_actions(actions, state.z.shape[0], "actions")
-        z, hist, out = state.z, state.actions, []
+        z, hist, p, out = state.z, state.actions, state.proprio, []
         K = self.config.context_frames
         for t in range(actions.shape[1]):
             hist = torch.cat([hist, actions[:, t : t + 1].float()], dim=1)[:, -K:]
-            nxt = self.predict_next(z, hist)
+            nxt, pn = self.predict_next(z, hist, p)
             out.append(nxt)
             z = torch.cat([z, nxt[:, None]], dim=1)[:, -K:]
+            if pn is not None:
+                p = torch.cat([p, pn[:, None]], dim=1)[:, -K:]
         if not out:
             return state.z.new_zeros(state.z.shape[0], 0, *state.z.shape[2:])
         return torch.stack(out, dim=1)
@@ -368,15 +434,17 @@ class JEPAWorldModel(WorldModel):
         """One model step; the frame is the probe's picture of the predicted embeddings."""
         if action.dim() != 2:
             raise WorldlineError(f"action must be (B, A), got shape {tuple(action.shape)}")
-        nxt = self.imagine(state, action[:, None])  # (B, 1, N, D)
+        self.check_actions(action[:, None], state.z.shape[0], "action")
         K = self.config.context_frames
-        z = torch.cat([state.z, nxt], dim=1)[:, -K:]
-        actions = torch.cat([state.actions, action[:, None].float()], dim=1)
-        actions = actions[:, actions.shape[1] - (z.shape[1] - 1) :]  # the actions between the kept steps
-        return JEPAState(z, actions), self.decode(nxt)[:, 0]
+        hist = torch.cat([state.actions, action[:, None].float()], dim=1)
+        nxt, pn = self.predict_next(state.z, hist, state.proprio)
+        z = torch.cat([state.z, nxt[:, None]], dim=1)[:, -K:]
+        actions = hist[:, hist.shape[1] - (z.shape[1] - 1) :]  # the actions between the kept steps
+        p = None if pn is None else torch.cat([state.proprio, pn[:, None]], dim=1)[:, -K:]
+        return JEPAState(z, actions, p), self.decode(nxt[:, None])[:, 0]
 
     def rollout(self, context_frames: Tensor, actions: Tensor, text: list[str] | None = None,
-                context_actions: Tensor | None = None) -> Rollout:
-        state = self.init_state(context_frames, context_actions, text)
+                context_actions: Tensor | None = None, context_proprio: Tensor | None = None) -> Rollout:
+        state = self.init_state(context_frames, context_actions, text, context_proprio)
         z = self.imagine(state, actions)
         return Rollout(frames=self.decode(z), latents=z)

@@ -40,7 +40,9 @@ class ACPredictor(nn.Module):
         action = torch.stack([torch.arange(steps, device=device), *(torch.full((steps,), -1, device=device),) * 2], -1)  # (T, 3)
         return torch.cat([action[:, None], patches], dim=1).reshape(-1, 3)  # (T*(1+N), 3)
 
-    def forward(self, z: Tensor, a: Tensor) -> Tensor:
+    def forward(self, z: Tensor, a: Tensor, with_actions: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Next-step embeddings; ``with_actions`` also returns the action tokens' outputs (B, T, dim),
+        from which a head can read the next proprioceptive state."""
         B, T, N, _ = z.shape
         x = torch.cat([(a + self.action_type)[:, :, None], self.inp(z)], dim=2)  # (B, T, 1 + N, dim)
         x = rearrange(x, "b t n d -> b (t n) d")  # (B, T*(1+N), dim)
@@ -48,5 +50,6 @@ class ACPredictor(nn.Module):
         mask = block_causal_mask(T, N + 1, device=z.device)
         for block in self.blocks:
             x = block(x, rope, mask)
-        x = rearrange(self.norm(x), "b (t n) d -> b t n d", t=T)[:, :, 1:]  # (B, T, N, dim): patch tokens only
-        return z + self.out(x)  # residual: the network learns the change of each token
+        x = rearrange(self.norm(x), "b (t n) d -> b t n d", t=T)
+        nxt = z + self.out(x[:, :, 1:])  # residual on the patch tokens: the network learns the change of each
+        return (nxt, x[:, :, 0]) if with_actions else nxt
