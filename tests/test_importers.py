@@ -111,10 +111,11 @@ def _lerobot_v21(root, lengths, fps=15):
         frames = make_frames(n, e)
         wrist = make_frames(n, 10 + e, size=16)
         actions = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
+        states = rng.standard_normal((n, 3)).astype(np.float32)
         table = pa.table(
             {
                 "action": pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), 3),
-                "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(n * 3).astype(np.float32)), 3),
+                "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), 3),
                 "observation.images.wrist": [{"bytes": _png(w), "path": None} for w in wrist],
                 "timestamp": pa.array(np.arange(n, dtype=np.float32) / fps),
                 "frame_index": pa.array(np.arange(n)),
@@ -126,7 +127,7 @@ def _lerobot_v21(root, lengths, fps=15):
         (root / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
         pq.write_table(table, root / "data" / "chunk-000" / f"episode_{e:06d}.parquet")
         video.write_video(root / "videos" / "chunk-000" / "observation.images.top" / f"episode_{e:06d}.mp4", frames, fps, pix_fmt="yuv420p")
-        episodes.append({"frames": frames, "wrist": wrist, "actions": actions})
+        episodes.append({"frames": frames, "wrist": wrist, "actions": actions, "states": states})
         start += n
     (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
     return episodes
@@ -140,11 +141,13 @@ def test_import_lerobot_v21(tmp_path):
     assert ds.num_episodes == 2 and ds.fps == 15 and ds.cameras == ["observation.image"]
     spec = ds.action_spec
     assert spec.kind == "continuous" and spec.dim == 3 and spec.names == ["x", "y", "grip"]
+    assert ds.state_names == ["state_0", "state_1", "state_2"]  # the source names none
     all_actions = np.concatenate([e["actions"] for e in episodes])
     np.testing.assert_allclose(spec.low, all_actions.min(0), rtol=1e-6)
     for i, ep in enumerate(episodes):
         got = ds.episode(i)
         np.testing.assert_array_equal(got["actions"], ep["actions"])
+        np.testing.assert_array_equal(got["states"], ep["states"])  # proprioception comes along
         assert got["task"] == "pick the cube"
         assert psnr(got["frames"], ep["frames"]) > 28  # yuv420p source
 

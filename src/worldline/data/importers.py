@@ -211,15 +211,31 @@ def _column(table, name: str, n: int, dtype, default) -> np.ndarray:
     return table.column(name).to_numpy(zero_copy_only=False).astype(dtype).reshape(n)
 
 
-def _actions(table, dim: int, where: Path) -> np.ndarray:
-    if "action" not in table.column_names:
-        raise WorldlineError(f"{where}: missing column 'action'")
-    column = table.column("action").combine_chunks()
+def _actions(table, dim: int, where: Path, name: str = "action") -> np.ndarray:
+    """A fixed-width vector column (``action``, ``observation.state``) -> (T, dim) float32."""
+    if name not in table.column_names:
+        raise WorldlineError(f"{where}: missing column {name!r}")
+    column = table.column(name).combine_chunks()
     values = column.flatten().to_numpy(zero_copy_only=False) if hasattr(column, "flatten") else column.to_numpy()
     values = np.asarray(values, np.float32)
     if values.size != len(column) * dim:
-        raise WorldlineError(f"{where}: column 'action' does not have {dim} values per row")
-    return values.reshape(len(column), dim)  # (T, A)
+        raise WorldlineError(f"{where}: column {name!r} does not have {dim} values per row")
+    return values.reshape(len(column), dim)  # (T, dim)
+
+
+def _lerobot_state_names(info: dict) -> list[str]:
+    """Channel names of a LeRobot ``observation.state`` (a list, or a dict holding one list, as
+    ``{"motors": [...]}``); ``state_i`` where it names none; empty without the feature."""
+    feature = info["features"].get("observation.state")
+    if not feature:
+        return []
+    dim = int(np.prod(feature.get("shape", [1])))
+    names = feature.get("names")
+    if isinstance(names, dict) and len(names) == 1:
+        names = next(iter(names.values()))
+    if isinstance(names, list) and len(names) == dim and len({str(n) for n in names}) == dim:
+        return [str(n) for n in names]
+    return [f"state_{i}" for i in range(dim)]
 
 
 def _lerobot_v2_episodes(src: Path, info: dict, camera: str, kind: str) -> list[dict]:
@@ -262,7 +278,8 @@ def import_lerobot(
     mode: str = "create",
     progress: bool = True,
 ) -> Path:
-    """Convert a LeRobot v2.x or v3.0 dataset (one camera, stored as ``observation.image``)."""
+    """Convert a LeRobot v2.x or v3.0 dataset (one camera, stored as ``observation.image``; its
+    ``observation.state``, the robot's proprioception, comes along)."""
     src = Path(src)
     info_path = src / "meta" / "info.json"
     if not info_path.is_file():
@@ -308,7 +325,8 @@ def import_lerobot(
     native = (int(shape[0]), int(shape[1])) if names[:1] != ["channels"] else (int(shape[1]), int(shape[2]))
     size = _even(as_hw(resolution) or native, f"{src} camera {camera}")
 
-    with DatasetWriter(out, fps=fps, image_shape=(*size, 3), action_spec=spec, mode=mode) as writer:
+    state_names = _lerobot_state_names(info)  # proprioception comes along
+    with DatasetWriter(out, fps=fps, image_shape=(*size, 3), action_spec=spec, mode=mode, state_names=state_names) as writer:
         with _progress(len(episodes), f"importing {src.name}", progress) as bar:
             task = bar.add_task("episodes", total=len(episodes))
             for k, ep in enumerate(episodes):
@@ -330,6 +348,7 @@ def import_lerobot(
                     rewards=_column(table, "next.reward", n, np.float32, 0.0),
                     dones=_column(table, "next.done", n, bool, False) if "next.done" in table.column_names else None,
                     task=ep["task"],
+                    states=_actions(table, len(state_names), ep["data"], "observation.state") if state_names else None,
                 )
                 bar.advance(task)
     return Path(out)
