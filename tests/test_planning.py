@@ -70,6 +70,42 @@ def linear_world():
     return LinearWorld(A, Bm, BOX)
 
 
+class BlindLinearWorld(LinearWorld):
+    """The linear system seen through a camera that shows nothing (a constant embedding), with its state
+    as the robot's proprioception: only a goal that holds proprioception can steer it."""
+
+    uses_proprio = True
+
+    def imagine(self, state, actions):
+        return torch.zeros(actions.shape[0], actions.shape[1], 3)
+
+    def imagine_proprio(self, state, actions):
+        return self.imagine(state, actions), super().imagine(state, actions)
+
+
+@pytest.mark.parametrize("planner", [CEM(samples=128, iterations=5, elites=16, seed=0, cost=GoalCost(kind="l2", proprio_weight=1.0)),
+                                     MPPI(samples=128, iterations=6, seed=0, cost=GoalCost(kind="l2", proprio_weight=1.0)),
+                                     GradientPlanner(starts=4, steps=60, lr=0.1, seed=0, cost=GoalCost(kind="l2", proprio_weight=1.0))])
+def test_a_goal_with_proprioception_steers_where_the_picture_cannot(planner):
+    from worldline.planning import Goal
+
+    base = linear_world()
+    world = BlindLinearWorld(base.A, base.Bm, BOX)
+    x0, want = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.5, 0.4]])
+    goal = Goal(torch.zeros(1, 3), want)
+    assert goal.shape == (1, 3) and goal[0:1].proprio.shape == (1, 2)
+    plan = planner.plan(world, ToyState(x0), goal, horizon=6)
+    reached = _cost_of(base, x0, plan, want)
+    assert reached < 0.2 * _cost_of(base, x0, torch.zeros(1, 6, 2), want), reached
+    # the same cost without the weight sees a flat landscape; a model without proprioception is refused
+    flat = GoalCost(kind="l2").score(world, ToyState(x0.expand(4, 2)), torch.randn(4, 6, 2), goal)
+    assert torch.equal(flat, torch.zeros(4))
+    with pytest.raises(WorldlineError, match="needs a model that predicts it"):
+        GoalCost(proprio_weight=1.0).score(base, ToyState(x0), torch.zeros(1, 6, 2), goal)
+    with pytest.raises(WorldlineError, match=r"goal proprioception must be \(1, P\)"):
+        Goal(torch.zeros(1, 3), torch.zeros(2, 2))
+
+
 def test_cem_finds_the_minimum_of_a_known_quadratic():
     world = LinearWorld(None, None, BOX, identity=True)
     target = torch.tensor([[[0.7, -1.3], [1.5, 0.2], [-0.4, 0.9]]])  # (1, H=3, A): inside the box
@@ -356,6 +392,11 @@ def test_plan_options_reach_the_planners():
         planner_kwargs("mppi", noise_beta=2.0)
     with pytest.raises(ValueError, match="init_std"):
         CEM(**planner_kwargs("cem", init_std=0.0))
+    assert PLANNERS["mppi"](**planner_kwargs("mppi", proprio_weight=0.5)).cost.proprio_weight == 0.5
+    with pytest.raises(WorldlineError, match="the random planner has none"):
+        planner_kwargs("random", proprio_weight=0.5)
+    with pytest.raises(ValueError, match="proprio_weight must be >= 0"):
+        GoalCost(proprio_weight=-1.0)
 
 
 def test_reacher_gentle_policy_gives_small_reproducible_torques():
@@ -401,6 +442,15 @@ def test_a_proprioceptive_model_plans_with_the_robots_own_readings(monkeypatch):
     for T, p in seen:  # one reading per context frame: the disc's position in the 512-px world
         assert p.shape == (1, T, 2) and ((p >= 0) & (p <= 512)).all()
     assert not torch.equal(seen[0][1][0, -1], seen[-1][1][0, -1])  # it follows the disc as it moves
+    # DINO-WM's objective: the goal also holds the disc's position at the goal
+    seen.clear()
+    res = benchmark(model, "pusht", "cem", episodes=1, budget=2, horizon=2, baselines=False, progress=False,
+                    planner_kwargs={"samples": 8, "iterations": 1, "elites": 2, "keep_elites": 1, "seed": 0,
+                                    "cost": GoalCost(kind="l2", proprio_weight=1.0)})
+    assert res["methods"]["cem"]["decisions"] == 2
+    with pytest.raises(WorldlineError, match="needs a model trained with model.proprio=true"):
+        benchmark(jepa_model(), "pusht", "cem", episodes=1, budget=1, baselines=False, progress=False,
+                  planner_kwargs={"samples": 8, "iterations": 1, "elites": 2, "keep_elites": 1, "cost": GoalCost(proprio_weight=1.0)})
     other = type(model)(dataclasses.replace(cfg, proprio_names=["column", "row"])).eval()
     with pytest.raises(WorldlineError, match=r"reads proprioception \['column', 'row'\], env 'pusht' gives \['agent_x', 'agent_y'\]"):
         benchmark(other, "pusht", "cem", episodes=1, budget=1, baselines=False, progress=False)

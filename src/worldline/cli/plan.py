@@ -30,6 +30,9 @@ def plan(
                                              "units of the action box's half-width (small for fast arms: Reacher 0.15)."),
     noise_beta: Optional[float] = typer.Option(None, help="cem: colour of the sampling noise over env steps "
                                                "(iCEM): 0 white (default), 2 smooth as a controller's actions."),
+    proprio_weight: float = typer.Option(0.0, help="The goal also holds the robot's proprioception at the goal "
+                                         "(DINO-WM's objective): weight of its distance to the predicted one. "
+                                         "Needs a model trained with model.proprio=true."),
     seed: int = typer.Option(1_000_000, help="First seed of the held-out expert trajectories."),
     baselines: bool = typer.Option(True, help="Also run the random and goal-copying baselines."),
     traces: int = typer.Option(3, help="Episodes saved as gif/mp4 planning traces."),
@@ -53,7 +56,7 @@ def plan(
         raise WorldlineError(f"{ckpt} holds a {type(model).__name__}, not a world model")
     try:
         kwargs = planner_kwargs(planner, samples=samples, iterations=iterations, cost=cost, path_weight=path_weight,
-                                init_std=init_std, noise_beta=noise_beta, seed=seed)
+                                init_std=init_std, noise_beta=noise_beta, proprio_weight=proprio_weight, seed=seed)
         results = benchmark(model, env, planner, episodes, budget=budget, offset=offset, horizon=horizon,
                             execute=execute, seed=seed, baselines=baselines, traces=traces if out else 0,
                             out_dir=out, planner_kwargs=kwargs)
@@ -71,7 +74,7 @@ def plan(
 
 def planner_kwargs(planner: str, *, samples: int | None = None, iterations: int | None = None, cost: str = "l1",
                    path_weight: float = 0.0, init_std: float | None = None, noise_beta: float | None = None,
-                   seed: int = 1_000_000) -> dict:
+                   proprio_weight: float = 0.0, seed: int = 1_000_000) -> dict:
     """The planner's constructor arguments from the command line's options (None: the planner's default)."""
     from worldline.core.errors import WorldlineError
     from worldline.planning import GoalCost
@@ -79,8 +82,10 @@ def planner_kwargs(planner: str, *, samples: int | None = None, iterations: int 
     if noise_beta is not None and planner != "cem":
         raise WorldlineError(f"--noise-beta is a cem option, the planner is {planner!r}")
     if planner == "random":
+        if proprio_weight:
+            raise WorldlineError("--proprio-weight weighs a goal cost; the random planner has none")
         return {"seed": seed}
-    kwargs: dict = {"cost": GoalCost(kind=cost, path_weight=path_weight), "seed": seed}
+    kwargs: dict = {"cost": GoalCost(kind=cost, path_weight=path_weight, proprio_weight=proprio_weight), "seed": seed}
     if planner == "gradient":
         pairs = (("starts", samples), ("steps", iterations), ("init_std", init_std))
     else:

@@ -251,6 +251,19 @@ def goal_embedding(model: WorldModel, goal_frame: np.ndarray) -> torch.Tensor:
         return model.embed(frames_tensor([goal], device_of(model)))[:, 0]
 
 
+def goal_with_proprio(model: WorldModel, world: PlanningWorld, task: GoalTask, goal_z: torch.Tensor):
+    """The goal embedding plus the robot's readings in the goal state, standardised as the model
+    standardises them (DINO-WM plans towards both)."""
+    from worldline.planning import Goal
+
+    if not getattr(model, "uses_proprio", False):
+        raise WorldlineError("a proprioception weight in the goal cost needs a model trained with model.proprio=true")
+    world.set_state(task.goal_state)
+    reading = torch.tensor(world.proprio(), device=goal_z.device)[None]
+    with torch.no_grad():
+        return Goal(goal_z, model.normalize_proprio(reading))
+
+
 # ----------------------------------------------------------------------------------------------
 # the closed loop
 # ----------------------------------------------------------------------------------------------
@@ -263,9 +276,11 @@ def run_episode(model: WorldModel, world: PlanningWorld, task: GoalTask, mpc, bu
     k = int(getattr(model.config, "frameskip", 1))
     K = int(getattr(model.config, "context_frames", 1))
     goal_tip = world.fingertip(task.goal_state) if world.arm else None
-    frame = world.set_state(task.start_state)
     device = device_of(model)
     goal_z = goal_embedding(model, task.goal_frame) if mpc is not None else None
+    if mpc is not None and getattr(getattr(mpc.planner, "cost", None), "proprio_weight", 0) > 0:
+        goal_z = goal_with_proprio(model, world, task, goal_z)
+    frame = world.set_state(task.start_state)
     frames, macro, times, executed = [frame], [], [], []
     proprio = getattr(model, "uses_proprio", False)
     readings = [world.proprio()] if proprio else []  # the robot's readings with each frame, for a model that reads them

@@ -50,7 +50,7 @@ class CEM(Planner):
         many = expand_state(state, self.samples)
 
         def score(u: Tensor) -> Tensor:
-            return self.cost(world_model.imagine(many, box.to_env(u.to(goal_z.device))), goal_z)
+            return self.cost.score(world_model, many, box.to_env(u.to(goal_z.device)), goal_z)
 
         if box.discrete:
             return self._categorical(box, score, horizon, init, gen)[None]

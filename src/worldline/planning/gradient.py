@@ -41,7 +41,7 @@ class GradientPlanner(Planner):
         b1, b2 = 0.9, 0.999
         with torch.enable_grad():
             for i in range(1, self.steps + 1):
-                cost = self.cost(world_model.imagine(many, box.to_env(torch.tanh(x))), goal_z)
+                cost = self.cost.score(world_model, many, box.to_env(torch.tanh(x)), goal_z)
                 (grad,) = torch.autograd.grad(cost.sum(), x)  # leaves the model's .grad untouched
                 with torch.no_grad():  # Adam (Kingma & Ba 2015), written out: one tensor needs no optimiser object
                     m.mul_(b1).add_(grad, alpha=1 - b1)
@@ -49,5 +49,5 @@ class GradientPlanner(Planner):
                     x -= self.lr * (m / (1 - b1**i)) / ((v / (1 - b2**i)).sqrt() + 1e-8)
         with torch.no_grad():
             u = torch.tanh(x)
-            cost = self.cost(world_model.imagine(many, box.to_env(u)), goal_z)
+            cost = self.cost.score(world_model, many, box.to_env(u), goal_z)
             return box.to_env(u[cost.argmin()])[None]

@@ -39,7 +39,7 @@ class MPPI(Planner):
         for _ in range(self.iterations):
             u = (mean + std * torch.randn(self.samples, horizon, box.dim, generator=gen)).clamp(-1, 1)
             u[0] = mean
-            cost = self.cost(world_model.imagine(many, box.to_env(u.to(goal_z.device))), goal_z).cpu()
+            cost = self.cost.score(world_model, many, box.to_env(u.to(goal_z.device)), goal_z).cpu()
             scaled = (cost - cost.min()) / (cost.max() - cost.min()).clamp_min(1e-12)
             w = torch.softmax(-scaled / self.temperature, dim=0)  # (S,)
             mean = (w[:, None, None] * u).sum(0)

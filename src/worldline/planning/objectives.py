@@ -1,4 +1,5 @@
-"""Goal costs: how far a predicted latent trajectory ends from a goal embedding."""
+"""Goal costs: how far a predicted latent trajectory ends from a goal embedding (and, for a model
+that reads proprioception, from the robot's readings at the goal: DINO-WM's objective)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,31 @@ import dataclasses
 from torch import Tensor
 
 from worldline.core.errors import WorldlineError
+
+
+@dataclasses.dataclass
+class Goal:
+    """A goal embedding with the robot's proprioception at the goal (standardised by the model, as its
+    ``normalize_proprio`` does). Planners treat it as they treat a goal tensor: it has a batch
+    ``shape``, a ``device`` and slices along the batch."""
+
+    z: Tensor  # (1 | B, ...) the goal picture's embedding
+    proprio: Tensor  # (1 | B, P)
+
+    def __post_init__(self):
+        if self.proprio.dim() != 2 or self.proprio.shape[0] != self.z.shape[0]:
+            raise WorldlineError(f"goal proprioception must be ({self.z.shape[0]}, P), got {tuple(self.proprio.shape)}")
+
+    @property
+    def shape(self):
+        return self.z.shape
+
+    @property
+    def device(self):
+        return self.z.device
+
+    def __getitem__(self, index) -> "Goal":
+        return Goal(self.z[index], self.proprio[index])
 
 
 @dataclasses.dataclass
@@ -20,12 +46,25 @@ class GoalCost:
 
     kind: str = "l1"  # l1 or l2
     path_weight: float = 0.0
+    proprio_weight: float = 0.0  # with a Goal: weight of the same distance between the predicted and the goal proprioception (DINO-WM's alpha)
 
     def __post_init__(self):
         if self.kind not in ("l1", "l2"):
             raise ValueError(f"goal cost kind must be l1 or l2, got {self.kind=}")
-        if self.path_weight < 0:
-            raise ValueError(f"path_weight must be >= 0, got {self.path_weight=}")
+        if self.path_weight < 0 or self.proprio_weight < 0:
+            raise ValueError(f"path_weight and proprio_weight must be >= 0, got {self.path_weight=} {self.proprio_weight=}")
+
+    def score(self, world_model, state, actions: Tensor, goal: "Tensor | Goal") -> Tensor:
+        """Cost (N,) of imagining ``actions`` (N, H, A) from ``state`` (batch N): what planners call.
+        A :class:`Goal` adds the proprioception term (the model must predict proprioception)."""
+        if not isinstance(goal, Goal):
+            return self(world_model.imagine(state, actions), goal)
+        imagine = getattr(world_model, "imagine_proprio", None)
+        if imagine is None or not getattr(world_model, "uses_proprio", False):
+            raise WorldlineError(f"a goal with proprioception needs a model that predicts it; {type(world_model).__name__} does not")
+        z, p = imagine(state, actions)
+        cost = self(z, goal.z)
+        return cost + self.proprio_weight * self(p, goal.proprio) if self.proprio_weight else cost
 
     def distance(self, z: Tensor, goal: Tensor) -> Tensor:
         """Per-item distance (N,) between ``z`` (N, ...) and ``goal`` (1 | N, ...)."""

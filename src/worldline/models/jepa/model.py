@@ -416,8 +416,11 @@ class JEPAWorldModel(WorldModel):
     def imagine(self, state: JEPAState, actions: Tensor) -> Tensor:
         """Embeddings (B, H, N, D) after each of ``actions`` (B, H, A); ``state`` is untouched.
         Differentiable in ``actions`` (the gradient planner relies on it)."""
+        return self._imagine(state, actions)[0]
+
+    def _imagine(self, state: JEPAState, actions: Tensor) -> tuple[Tensor, Tensor | None]:
         self.check_actions(actions, state.z.shape[0], "actions")
-        z, hist, p, out = state.z, state.actions, state.proprio, []
+        z, hist, p, out, pout = state.z, state.actions, state.proprio, [], []
         K = self.config.context_frames
         for t in range(actions.shape[1]):
             hist = torch.cat([hist, actions[:, t : t + 1].float()], dim=1)[:, -K:]
@@ -425,10 +428,20 @@ class JEPAWorldModel(WorldModel):
             out.append(nxt)
             z = torch.cat([z, nxt[:, None]], dim=1)[:, -K:]
             if pn is not None:
+                pout.append(pn)
                 p = torch.cat([p, pn[:, None]], dim=1)[:, -K:]
-        if not out:
-            return state.z.new_zeros(state.z.shape[0], 0, *state.z.shape[2:])
-        return torch.stack(out, dim=1)
+        B = state.z.shape[0]
+        z_traj = torch.stack(out, dim=1) if out else state.z.new_zeros(B, 0, *state.z.shape[2:])
+        if state.proprio is None:
+            return z_traj, None
+        return z_traj, torch.stack(pout, dim=1) if pout else state.z.new_zeros(B, 0, self.proprio_dim)
+
+    def imagine_proprio(self, state: JEPAState, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`imagine` plus the predicted standardised proprioception (B, H, P) after each action
+        (a planner's goal may hold the robot's readings at the goal: DINO-WM's objective)."""
+        if not self.uses_proprio:
+            raise WorldlineError("this jepa model was trained without proprioception, so it cannot predict it")
+        return self._imagine(state, actions)
 
     def step(self, state: JEPAState, action: Tensor) -> tuple[JEPAState, Tensor]:
         """One model step; the frame is the probe's picture of the predicted embeddings."""
