@@ -149,6 +149,10 @@ def test_proprioception_roundtrip_stats_windows_and_bad_input(tmp_path):
             w.add_episode(**make_episode(len(s), i, 16), states=s)
     ds = Dataset(tmp_path / "p")
     assert ds.state_names == list(names) and ds.info["features"]["observation.state"]["shape"] == [3]
+    from worldline.data.stats import summary_text
+
+    info = summary_text(tmp_path / "p")
+    assert "observation.state: joint_a, joint_b, joint_c" in info and "stats observation.state" in info
     np.testing.assert_array_equal(ds.arrays()["states"], np.concatenate(states))
     np.testing.assert_array_equal(ds.episode(1)["states"], states[1])
     both = np.concatenate(states)

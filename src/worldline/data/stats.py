@@ -203,6 +203,7 @@ def summary_rows(path: str | os.PathLike) -> list[tuple[str, str]]:
         ("duration", f"{ds.num_frames / ds.fps:.1f} s"),
         ("cameras", ", ".join(f"{c} {'x'.join(map(str, ds.feature_shape(c)))}" for c in ds.cameras)),
         ("action space", action),
+        ("proprioception", f"observation.state: {', '.join(ds.state_names)}" if ds.state_names else "none"),
         ("env id", str(ds.env_id)),
     ]
     if ds.num_episodes >= 2:
@@ -215,7 +216,7 @@ def summary_rows(path: str | os.PathLike) -> list[tuple[str, str]]:
     if tasks and tasks != [""]:
         rows.append(("tasks", f"{len(tasks)}: " + "; ".join(t for t in tasks[:3]) + (" …" if len(tasks) > 3 else "")))
     stats = ds.stats
-    for key in ["action", "next.reward", *ds.cameras]:
+    for key in ["action", "observation.state", "next.reward", *ds.cameras]:
         if key not in stats or (key == "action" and spec.kind == "none"):
             continue
         s = stats[key]
