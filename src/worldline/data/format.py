@@ -415,6 +415,14 @@ def _list_column(column: pa.ChunkedArray, dim: int, where: Path, name: str = "ac
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_finite(values: np.ndarray, message) -> None:
+    """Raise ``message(frame, column)`` for the first NaN/inf of a (T, C) array."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        t, col = np.argwhere(bad)[0]
+        raise WorldlineError(message(int(t), int(col)))
+
+
 class DatasetWriter:
     """Write episodes into a dataset directory (see the module docstring for the atomicity rules).
 
@@ -653,10 +661,7 @@ class DatasetWriter:
         if not np.issubdtype(actions.dtype, np.number) and actions.dtype != bool:
             raise WorldlineError(f"{where}: actions have dtype {actions.dtype}, expected numbers")
         actions = actions.astype(np.float32)
-        bad = ~np.isfinite(actions)
-        if bad.any():
-            t, col = np.argwhere(bad)[0]
-            raise WorldlineError(f"{where} frame {t}: action column {col} is {actions[t, col]} (NaN/inf not allowed)")
+        _check_finite(actions, lambda t, col: f"{where} frame {t}: action column {col} is {actions[t, col]} (NaN/inf not allowed)")
         if spec.kind == "discrete":
             bad = (actions < 0) | (actions >= spec.n) | (actions != np.round(actions))
             if bad.any():
@@ -693,10 +698,7 @@ class DatasetWriter:
         if states.shape != (length, P) or not np.issubdtype(states.dtype, np.number):
             raise WorldlineError(f"{where}: states have shape {tuple(states.shape)} {states.dtype}, expected ({length}, {P}) numbers")
         states = states.astype(np.float32)
-        bad = ~np.isfinite(states)
-        if bad.any():
-            t, col = np.argwhere(bad)[0]
-            raise WorldlineError(f"{where} frame {t}: state {self.state_names[col]!r} is {states[t, col]} (NaN/inf not allowed)")
+        _check_finite(states, lambda t, col: f"{where} frame {t}: state {self.state_names[col]!r} is {states[t, col]} (NaN/inf not allowed)")
         return states
 
     def _check_compatible(self, base: Dataset) -> None:
