@@ -17,6 +17,10 @@ Success tests:
   rest) at least 5 cm from the goal; the episode runs the whole budget and success is judged on
   its final state (random torques sweep the fingertip through the goal by chance half the time).
 
+A model trained with proprioception (``model.proprio``) gets the robot's readings with each context
+frame; with ``proprio_weight`` in the goal cost, the goal also holds the readings in the goal state
+(DINO-WM's objective), otherwise the goal is the picture alone (V-JEPA 2-AC).
+
 Baselines beside the planner: ``random`` (uniform random actions, same loop) and ``goal-copying``
 (the expert's own actions from start to goal replayed open loop: the trajectory the goal was copied
 from; it shows the goal is reachable within the budget and how repeatable the env is from a reset).

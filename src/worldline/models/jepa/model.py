@@ -12,6 +12,13 @@ leads from model step t to t + 1 (the contract's convention).
 Training runs on a cache of per-frame embeddings (``latent_store``), so the frozen encoder runs once
 per frame, not once per step; the frames stay in the store for the probe.
 
+Proprioception (``model.proprio``, V-JEPA 2-AC's end-effector state): where the dataset records the
+robot's own readings (``observation.state``), each step's reading, standardised, is added to its action
+token, and a head on that token's output predicts the next reading as a change (teacher-forced and
+rolled out like the embeddings). The state then carries the readings, ``init_state`` needs them
+(``context_proprio``), imagined rollouts feed the predicted ones back, and ``imagine_proprio`` returns
+them for a planner whose goal holds the robot's readings at the goal (DINO-WM's objective).
+
 ``pool: projector`` is LeWM (Maes et al. 2026) instead: the encoder is not frozen but trains with the
 predictor on the prediction loss (mean squared, gradients into both sides), one token per frame (an MLP
 projector of all the encoder's tokens), and SIGReg (nn/sigreg.py) keeps the embeddings N(0, I) so they
