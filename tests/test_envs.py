@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from worldline.core.errors import WorldlineError
-from worldline.data.format import Dataset
+from worldline.data.format import Dataset, DatasetWriter
 from worldline.envs.policies import available_policies, make_policy
 from worldline.envs.recorder import record, run_episode
 from worldline.envs.registry import BUILTIN, action_spec_from_space, make_env
@@ -394,3 +394,14 @@ def test_policy_reset_makes_episodes_reproducible():
     policy.reset(11)
     np.testing.assert_array_equal(first, [policy(obs, {}) for _ in range(5)])
     env.close()
+
+
+def test_appending_to_a_dataset_recorded_without_proprioception_keeps_it_without(tmp_path):
+    """Datasets recorded before worldline stored observation.state still take appended episodes."""
+    out = tmp_path / "old"
+    with DatasetWriter(out, fps=BUILTIN["reacher-pos"].fps, image_shape=(16, 16, 3), env_id="reacher-pos",
+                       action_spec=make_env("reacher-pos", 16)[1].action_spec) as w:
+        w.add_episode(np.zeros((3, 16, 16, 3), np.uint8), np.zeros((3, 2), np.float32))
+    record("reacher-pos", 1, out, policy="expert", resolution=16, max_steps=4, mode="append", progress=False)
+    ds = Dataset(out)
+    assert ds.num_episodes == 2 and ds.state_names == [] and "states" not in ds.arrays()
