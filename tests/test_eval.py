@@ -250,3 +250,37 @@ def test_report_is_self_contained(moving, tmp_path):
         assert (index.parent / ref).resolve().is_relative_to(index.parent.resolve())
     with pytest.raises(WorldlineError, match="not found"):
         write_report(tmp_path / "r2", rollouts=[tmp_path / "nope.gif"])
+
+
+class ProprioCopyLast(CopyLast):
+    """CopyLast for a robot: it reads proprioception and records what it was given."""
+
+    uses_proprio = True
+
+    def __init__(self):
+        super().__init__()
+        self.readings: list[torch.Tensor] = []
+
+    def rollout(self, context_frames, actions, text=None, context_actions=None, context_proprio=None):
+        self.readings.append(context_proprio.clone())
+        return super().rollout(context_frames, actions, text, context_actions)
+
+
+def test_prediction_and_rollouts_feed_a_proprioceptive_model_the_context_readings(tmp_path):
+    path = tmp_path / "robot"
+    rng = np.random.default_rng(0)
+    with DatasetWriter(path, fps=10, image_shape=(SIZE, SIZE, 3), action_spec=SPEC, state_names=("clock",)) as w:
+        for i, n in enumerate(LENGTHS):  # the reading tells episode and frame: 1000 * episode + frame
+            w.add_episode(scene(n, i, False), rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+                          states=(1000 * i + np.arange(n, dtype=np.float32))[:, None])
+    K, H = 3, 4
+    model = ProprioCopyLast()
+    result = evaluate_prediction(model, path, context=K, horizon=H, max_windows=5, batch_size=5)
+    assert result["num_windows"] == 5 and len(model.readings) == 2  # the true and the shuffled rollout
+    for p in model.readings:
+        assert p.shape == (5, K, 1)
+        assert (p[:, 1:] - p[:, :-1] == 1).all()  # K consecutive frames of one episode: the context's
+    write_rollouts(model, path, tmp_path / "roll", [1, 3], context=K, horizon=H, start=2)
+    assert [r[0, :, 0].tolist() for r in model.readings[2:]] == [[1002, 1003, 1004], [3002, 3003, 3004]]
+    with pytest.raises(WorldlineError, match="has no observation.state"):
+        evaluate_prediction(ProprioCopyLast(), write(tmp_path / "plain", static=False), context=K, horizon=H, max_windows=2)
