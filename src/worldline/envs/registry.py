@@ -114,6 +114,7 @@ BUILTIN: dict[str, Builtin] = {
     ),
 }
 
+
 def read_proprio(env: gym.Env, world: "WorldInfo") -> np.ndarray:
     """The robot's own readings (``world.proprio`` channels, float32) in the env's current state:
     pusht the disc's position in px; the reachers cos and sin of both joint angles (an angle wraps,
