@@ -105,12 +105,17 @@ def browser():
     binary = find_browser()
     if binary is None:
         pytest.skip("Chromium is not installed (apt-get install chromium; or set WORLDLINE_CHROMIUM=/path/to/chrome)")
-    with tempfile.TemporaryDirectory(prefix="worldline-chromium-") as profile:
-        b = Browser(binary, Path(profile))
-        try:
-            yield b
-        finally:
-            b.close()
+    profile = Path(tempfile.mkdtemp(prefix="worldline-chromium-"))
+    b = Browser(binary, profile)
+    try:
+        yield b
+    finally:
+        b.close()
+        for _ in range(50):  # chromium's helper processes may still write into the profile for a moment after it exits
+            shutil.rmtree(profile, ignore_errors=True)
+            if not profile.exists():
+                break
+            time.sleep(0.1)
 
 
 def test_page_plays_in_headless_chromium(browser, tmp_path):
