@@ -430,6 +430,9 @@ def test_proprioception_bad_input_gives_clear_errors():
     with pytest.raises(WorldlineError, match="no observation.state channels"):
         JEPAWorldModel(_proprio_config(proprio_names=[], proprio_mean=[], proprio_std=[]))
     cfg = _proprio_config()
+    cfg.bind_proprio({"features": {"observation.state": {"shape": [2], "names": {"motors": ["lift", "grip"]}}}},
+                     {"observation.state": {"mean": [1.0, 2.0], "std": [0.5, 0.0]}})  # LeRobot's names; a channel that never moves
+    assert cfg.proprio_names == ["lift", "grip"] and cfg.proprio_mean == [1.0, 2.0] and cfg.proprio_std == [0.5, 1e-3]
     with pytest.raises(WorldlineError, match="needs a dataset with proprioception"):
         cfg.bind_proprio({"features": {"action": {"shape": [1]}}}, {})
     with pytest.raises(ValueError, match="proprio_mean and proprio_std"):

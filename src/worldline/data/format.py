@@ -151,12 +151,7 @@ class Dataset:
     @property
     def state_names(self) -> list[str]:
         """Names of the proprioceptive channels (``observation.state``); empty if the dataset has none."""
-        feat = self.info["features"].get(STATE)
-        if not feat:
-            return []
-        dim = int(np.prod(feat["shape"]))
-        names = feat.get("names")
-        return [str(n) for n in names] if isinstance(names, list) and len(names) == dim else [f"state_{i}" for i in range(dim)]
+        return state_names_of(self.info)
 
     def feature_shape(self, camera: str) -> tuple[int, ...]:
         if camera not in self.info["features"]:
@@ -329,7 +324,7 @@ class Dataset:
             n = table.num_rows
             dim = self.action_spec.dim
             if "action" in table.column_names and dim:
-                actions = _list_column(table.column("action"), dim, self.root)
+                actions = list_column(table.column("action"), dim, self.root)
             else:
                 actions = np.zeros((n, dim), np.float32)
             names = table.column_names
@@ -344,7 +339,7 @@ class Dataset:
             if self.state_names:
                 if STATE not in names:
                     raise WorldlineError(f"{self.root}: meta/info.json lists {STATE!r}, the data files have no such column")
-                arrays["states"] = _list_column(table.column(STATE), len(self.state_names), self.root, STATE)
+                arrays["states"] = list_column(table.column(STATE), len(self.state_names), self.root, STATE)
             counts = np.bincount(arrays["episode_index"], minlength=self.num_episodes)[: self.num_episodes]
             bad = np.flatnonzero(counts != self._episodes["length"])
             if len(bad):
@@ -389,6 +384,22 @@ class Dataset:
         return f"Dataset({str(self.root)!r}, episodes={self.num_episodes}, frames={self.num_frames}, fps={self.fps:g})"
 
 
+def state_names_of(info: dict) -> list[str]:
+    """Channel names of ``observation.state`` in a (worldline or LeRobot) ``meta/info.json``: its
+    names (a list, or a dict holding one list, as LeRobot's ``{"motors": [...]}``), ``state_i`` where
+    it names none; empty without the feature."""
+    feature = info.get("features", {}).get(STATE)
+    if not feature:
+        return []
+    dim = int(np.prod(feature.get("shape", [1])))
+    names = feature.get("names")
+    if isinstance(names, dict) and len(names) == 1:
+        names = next(iter(names.values()))
+    if isinstance(names, list) and len(names) == dim and len({str(n) for n in names}) == dim:
+        return [str(n) for n in names]
+    return [f"state_{i}" for i in range(dim)]
+
+
 def _read_parquet(path: Path) -> pa.Table:
     if not path.is_file():
         raise WorldlineError(f"missing file: {path}")
@@ -398,7 +409,7 @@ def _read_parquet(path: Path) -> pa.Table:
         raise WorldlineError(f"{path}: unreadable parquet file ({str(e).splitlines()[0][:120]})") from None
 
 
-def _list_column(column: pa.ChunkedArray, dim: int, where: Path, name: str = "action") -> np.ndarray:
+def list_column(column: pa.ChunkedArray, dim: int, where: Path, name: str = "action") -> np.ndarray:
     """A list<float> column of fixed width ``dim`` -> (N, dim) float32."""
     array = column.combine_chunks()
     if pa.types.is_fixed_size_list(array.type) or pa.types.is_list(array.type) or pa.types.is_large_list(array.type):

@@ -40,7 +40,7 @@ from PIL import Image
 from worldline.core.contracts import ActionSpec
 from worldline.core.errors import WorldlineError
 from worldline.core.io import read_json
-from worldline.data.format import DEFAULT_CAMERA, Dataset, DatasetWriter
+from worldline.data.format import DEFAULT_CAMERA, Dataset, DatasetWriter, list_column, state_names_of
 from worldline.data.video import as_hw, iter_frames, resize_image, video_info
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
@@ -215,27 +215,7 @@ def _actions(table, dim: int, where: Path, name: str = "action") -> np.ndarray:
     """A fixed-width vector column (``action``, ``observation.state``) -> (T, dim) float32."""
     if name not in table.column_names:
         raise WorldlineError(f"{where}: missing column {name!r}")
-    column = table.column(name).combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False) if hasattr(column, "flatten") else column.to_numpy()
-    values = np.asarray(values, np.float32)
-    if values.size != len(column) * dim:
-        raise WorldlineError(f"{where}: column {name!r} does not have {dim} values per row")
-    return values.reshape(len(column), dim)  # (T, dim)
-
-
-def _lerobot_state_names(info: dict) -> list[str]:
-    """Channel names of a LeRobot ``observation.state`` (a list, or a dict holding one list, as
-    ``{"motors": [...]}``); ``state_i`` where it names none; empty without the feature."""
-    feature = info["features"].get("observation.state")
-    if not feature:
-        return []
-    dim = int(np.prod(feature.get("shape", [1])))
-    names = feature.get("names")
-    if isinstance(names, dict) and len(names) == 1:
-        names = next(iter(names.values()))
-    if isinstance(names, list) and len(names) == dim and len({str(n) for n in names}) == dim:
-        return [str(n) for n in names]
-    return [f"state_{i}" for i in range(dim)]
+    return list_column(table.column(name), dim, where, name)
 
 
 def _lerobot_v2_episodes(src: Path, info: dict, camera: str, kind: str) -> list[dict]:
@@ -325,7 +305,7 @@ def import_lerobot(
     native = (int(shape[0]), int(shape[1])) if names[:1] != ["channels"] else (int(shape[1]), int(shape[2]))
     size = _even(as_hw(resolution) or native, f"{src} camera {camera}")
 
-    state_names = _lerobot_state_names(info)  # proprioception comes along
+    state_names = state_names_of(info)  # proprioception comes along
     with DatasetWriter(out, fps=fps, image_shape=(*size, 3), action_spec=spec, mode=mode, state_names=state_names) as writer:
         with _progress(len(episodes), f"importing {src.name}", progress) as bar:
             task = bar.add_task("episodes", total=len(episodes))

@@ -154,13 +154,14 @@ class JEPAConfig(ModelConfig):
 
     def bind_proprio(self, info: dict[str, Any], stats: dict[str, Any]) -> None:
         """Take the observation.state channels and their statistics from the dataset."""
-        feat = info.get("features", {}).get("observation.state")
-        if not feat:
+        from worldline.data.format import state_names_of
+
+        names = state_names_of(info)
+        if not names:
             raise WorldlineError("model.proprio=true needs a dataset with proprioception (observation.state); "
                                  "`worldline record` stores it for the built-in robots pusht, reacher and reacher-pos")
-        dim = int(sum(feat["shape"])) if len(feat["shape"]) == 1 else 0
-        names = feat.get("names")
-        self.proprio_names = [str(n) for n in names] if isinstance(names, list) and len(names) == dim else [f"state_{i}" for i in range(dim)]
+        dim = len(names)
+        self.proprio_names = names
         block = stats.get("observation.state")
         if not block or len(block.get("mean", [])) != dim:
             raise WorldlineError("the dataset's meta/stats.json has no statistics of observation.state")
