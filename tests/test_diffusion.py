@@ -21,6 +21,7 @@ from worldline.models.diffusion import DiffusionConfig, DiffusionWorldModel
 from worldline.models.diffusion.edm import EDM, karras_sigmas
 from worldline.models.diffusion.model import residual_std
 from worldline.models.diffusion.samplers import sample
+from worldline.nn.attention import ConvMlp, Mlp
 from worldline.nn.adaln import AdaLNModulation, AdaLNShared, gate_frames, modulate_frames
 from worldline.nn.embeddings import NoiseLevelEmbedding
 from worldline.tokenizers import ContinuousTokenizer, ContinuousTokenizerConfig
@@ -166,6 +167,25 @@ def test_adaln_starts_as_identity_and_lora_shares_one_projection():
     assert lora(shared(torch.randn(3, 64)))[0].shape == (3, 64)
     full = AdaLNModulation(64, 64, chunks=6)
     assert sum(p.numel() for p in lora.parameters()) < sum(p.numel() for p in full.parameters()) / 10
+
+
+def test_conv_mlp_starts_as_the_mlp_and_mixes_only_neighbours_within_a_frame(tok_dir):
+    torch.manual_seed(0)
+    conv, plain = ConvMlp(6, 12), Mlp(6, 12)
+    plain.load_state_dict({k: v for k, v in conv.state_dict().items() if not k.startswith("dw.")})
+    grid = (2, 4, 4)  # 2 frames of 4x4 tokens
+    x = torch.randn(3, 32, 6)
+    assert torch.allclose(conv(x, grid), plain(x), atol=1e-6)  # zero conv: the plain MLP
+    with torch.no_grad():
+        conv.dw.weight.normal_()
+    y = x.clone()
+    y[:, 5] += 1.0  # token (frame 0, row 1, col 1)
+    changed = (conv(y, grid) - conv(x, grid)).abs().amax(-1).amax(0) > 1e-6  # (32,) which tokens moved
+    moved = {int(i) for i in changed.nonzero()}
+    assert moved == {r * 4 + c for r in range(3) for c in range(3)}  # its 3x3 neighbourhood in frame 0 only
+    model = make_model(tok_dir, local_mix=True)  # the DiT with it: every block's MLP mixes, a rollout runs
+    assert all(isinstance(b.mlp, ConvMlp) for b in model.net.blocks)
+    assert roll(model, frames(2, 2), cont_actions(2, 3)).frames.shape == (2, 3, 3, SIZE, SIZE)
 
 
 def test_noise_level_embedding_separates_levels():

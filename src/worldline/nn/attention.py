@@ -112,6 +112,27 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
+class ConvMlp(Mlp):
+    """GELU MLP whose hidden layer also mixes each token with its neighbours on the frame's grid: a
+    depthwise k x k convolution added to the hidden features (PVTv2's ConvFFN). It gives the
+    transformer the local bias of a conv net at a small cost. The convolution starts at zero, so the
+    block starts as the plain MLP."""
+
+    def __init__(self, dim: int, hidden: int, kernel: int = 3, bias: bool = True):
+        super().__init__(dim, hidden, bias)
+        self.dw = nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2, groups=hidden)
+        nn.init.zeros_(self.dw.weight)
+        nn.init.zeros_(self.dw.bias)
+
+    def forward(self, x: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """x: (B, T*h*w, D) tokens in frame-major order, ``grid`` = (T, h, w)."""
+        t, h, w = grid
+        y = self.fc1(x)
+        local = self.dw(rearrange(y, "b (t h w) c -> (b t) c h w", t=t, h=h, w=w))
+        y = y + rearrange(local, "(b t) c h w -> b (t h w) c", t=t)
+        return self.fc2(F.gelu(y, approximate="tanh"))
+
+
 class SwiGLU(nn.Module):
     """Gated MLP of Llama (Shazeer 2020): ``w2(silu(w1 x) * w3 x)``, no biases."""
 

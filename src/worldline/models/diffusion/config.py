@@ -22,6 +22,7 @@ class DiffusionConfig(LatentWorldModelConfig):
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
+    local_mix: bool = False  # a depthwise 3x3 conv over each frame's tokens inside every MLP (ConvFFN): the local bias of a conv net
     adaln_lora_rank: int = 0  # > 0: adaLN-LoRA (Cosmos), one shared low-rank projection instead of a full one per block
     action_map: bool = True  # also add a per-position linear map of the action's features to each token (nn.embeddings.ActionMap): where an action acts is then local, not left for attention to find
     action_xy: list[int] = dataclasses.field(default_factory=list)  # two action columns that are an image position (x, y over the action box, e.g. PushT's target): each token also gets features of its offset to it, shared by all tokens (nn.embeddings.PointerActionMap); [] = none

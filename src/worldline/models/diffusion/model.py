@@ -58,7 +58,8 @@ class DiffusionWorldModel(LatentWorldModel):
         self.edm = EDM(config.sigma_data, config.p_mean, config.p_std)
         try:
             self.net = DiT(c, (h, w), K + Fc, config.patch, config.width, config.depth, config.heads, config.mlp_ratio,
-                           config.adaln_lora_rank, TEXT_DIM if config.text else None, 1 + config.stack_context * c)
+                           config.adaln_lora_rank, TEXT_DIM if config.text else None, 1 + config.stack_context * c,
+                           config.local_mix)
         except ValueError as e:
             raise WorldlineError(f"model.patch={config.patch}: {e}") from None
         self.noise_embed = NoiseLevelEmbedding(config.width)

@@ -18,13 +18,14 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from worldline.nn.adaln import AdaLNModulation, AdaLNShared, gate_frames, modulate_frames
-from worldline.nn.attention import Attention, Mlp
+from worldline.nn.attention import Attention, ConvMlp, Mlp
 from worldline.nn.patch import PatchEmbed3D, unpatchify
 from worldline.nn.rope import RoPE3D, grid_positions
 
 
 class DiTBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, lora_rank: int, text_dim: int | None):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, lora_rank: int, text_dim: int | None,
+                 local_mix: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)  # affine comes from adaLN
         self.attn = Attention(dim, heads, qk_norm=True)
@@ -34,16 +35,17 @@ class DiTBlock(nn.Module):
             self.cross = Attention(dim, heads, context_dim=text_dim, qk_norm=True)
             nn.init.zeros_(self.cross.proj.weight)  # text starts as a no-op and is learned in, like the adaLN gates
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio)) if local_mix else Mlp(dim, int(dim * mlp_ratio))
         self.ada = AdaLNModulation(dim, dim, 6, lora_rank)
 
     def forward(self, x: Tensor, cond: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None,
-                text: Tensor | None, text_mask: Tensor | None) -> Tensor:
+                text: Tensor | None, text_mask: Tensor | None, grid: tuple[int, int, int]) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond)  # (B, T, D) each
         x = x + gate_frames(self.attn(modulate_frames(self.norm1(x), scale1, shift1), rope=rope, mask=mask), gate1)
         if self.cross is not None:
             x = x + self.cross(self.norm_text(x), text, mask=text_mask[:, None, :])  # (B, 1, Lt) for every query
-        return x + gate_frames(self.mlp(modulate_frames(self.norm2(x), scale2, shift2)), gate2)
+        h = modulate_frames(self.norm2(x), scale2, shift2)
+        return x + gate_frames(self.mlp(h, grid) if isinstance(self.mlp, ConvMlp) else self.mlp(h), gate2)
 
 
 class DiT(nn.Module):
@@ -51,7 +53,7 @@ class DiT(nn.Module):
 
     def __init__(self, channels: int, latent_hw: tuple[int, int], max_frames: int, patch: int, dim: int,
                  depth: int, heads: int, mlp_ratio: float, lora_rank: int = 0, text_dim: int | None = None,
-                 extra_channels: int = 1):
+                 extra_channels: int = 1, local_mix: bool = False):
         super().__init__()
         self.channels, self.patch = channels, (1, patch, patch)
         h, w = latent_hw
@@ -64,7 +66,7 @@ class DiT(nn.Module):
         self.pos_space = nn.Parameter(torch.randn(self.grid_hw[0] * self.grid_hw[1], dim) * 0.02)
         self.rope = RoPE3D(dim // heads)
         self.shared = AdaLNShared(dim, lora_rank) if lora_rank > 0 else None
-        self.blocks = nn.ModuleList([DiTBlock(dim, heads, mlp_ratio, lora_rank, text_dim) for _ in range(depth)])
+        self.blocks = nn.ModuleList([DiTBlock(dim, heads, mlp_ratio, lora_rank, text_dim, local_mix) for _ in range(depth)])
         self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ada_out = AdaLNModulation(dim, dim, 2, lora_rank)
         self.out = nn.Linear(dim, patch * patch * channels)
@@ -96,7 +98,7 @@ class DiT(nn.Module):
             mask = repeat(key_mask, "b t -> b 1 1 (t n)", n=N)  # (B, 1, 1, T*N): True = may attend
         c = self.shared(cond) if self.shared is not None else cond
         for block in self.blocks:
-            tokens = block(tokens, c, rope, mask, text, text_mask)
+            tokens = block(tokens, c, rope, mask, text, text_mask, (T, gh, gw))
         shift, scale = self.ada_out(c)
         out = self.out(modulate_frames(self.norm_out(tokens), scale, shift))  # (B, T*N, p*p*C)
         out = out[:, (T - n_out) * N :]  # (B, n_out*N, p*p*C): only the frames being denoised
