@@ -220,6 +220,40 @@ def test_tiny_overfit_memorises_one_batch(tok_dir):
     assert set(logs) >= {"loss_F", "mse_x0", "copy_mse"}
 
 
+def test_rollout_loss_feeds_the_models_own_predictions_as_context(tok_dir):
+    model = make_model(tok_dir, rollout_steps=2, short_context_prob=0.0, cond_drop=0.0).train()
+    K = model.config.context_frames
+    assert model.window() == K + 3  # the teacher-forced chunk and two rolled-out ones
+    batch = {"frames": frames(2, K + 3, seed=3), "actions": cont_actions(2, K + 3)}
+    z = model.batch_latents(batch)
+    acts = torch.cat([torch.zeros_like(batch["actions"][:, :1]), batch["actions"][:, :-1]], dim=1)  # into each frame
+    predicted, seen = [], []
+    real_predict, real_chunk = model.predict_chunk, model.chunk_loss
+
+    def predict(ctx, present, frame_actions, *rest):
+        out = real_predict(ctx, present, frame_actions, *rest)
+        predicted.append((ctx.clone(), frame_actions.clone(), out))
+        return out
+
+    def chunk(ctx, present, target, frame_actions, *rest):
+        seen.append((ctx.clone(), target.clone(), frame_actions.clone()))
+        return real_chunk(ctx, present, target, frame_actions, *rest)
+
+    model.predict_chunk, model.chunk_loss = predict, chunk
+    loss, logs = model.loss(batch)
+    assert len(predicted) == 2 and len(seen) == 3 and logs["loss_rollout"] > 0
+    assert torch.equal(predicted[0][0], z[:, :K]) and torch.equal(predicted[0][1], acts[:, : K + 1])
+    for r in (1, 2):  # chunk r: the context ends with the model's predictions, the target is the real frame
+        ctx, target, frame_actions = seen[r]
+        assert torch.equal(ctx[:, -1], predicted[r - 1][2][:, 0]) and torch.equal(target, z[:, K + r : K + r + 1])
+        assert torch.equal(frame_actions, acts[:, r : K + r + 1])
+    assert torch.equal(seen[2][0][:, -2], predicted[0][2][:, 0])  # both context frames are its own by chunk 2
+    loss.backward()
+    assert all(p.grad is not None for p in model.net.blocks.parameters() if p.requires_grad)
+    with pytest.raises(WorldlineError, match="windows of"):
+        model.loss({"frames": frames(2, K + 1), "actions": cont_actions(2, K + 1)})
+
+
 def test_residual_std_comes_from_consecutive_latents_within_episodes():
     rng = np.random.default_rng(0)
     lat = rng.normal(size=(30, 2, 3, 3)).astype(np.float32)

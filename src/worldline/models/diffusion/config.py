@@ -31,6 +31,8 @@ class DiffusionConfig(LatentWorldModelConfig):
     sigma_data: float = 1.0  # the denoised variable is normalised to unit std by dataset statistics
     p_mean: float = -0.4  # log-normal training noise levels (DIAMOND's choice for few-step sampling)
     p_std: float = 1.2
+    rollout_steps: int = 0  # > 0: also train on R more chunks whose context holds the model's own one-step predictions (the baseline's rollout loss)
+    rollout_weight: float = 1.0  # weight of their mean loss beside the teacher-forced chunk's
     context_noise_max: float = 0.1  # training noise on context latents ~ U(0, this) (Cosmos/GameNGen): rollouts tolerate their own errors
     cond_drop: float = 0.1  # probability of dropping actions and text together, for classifier-free guidance
     # --- sampling ---
@@ -53,6 +55,8 @@ class DiffusionConfig(LatentWorldModelConfig):
             raise ValueError(f"probabilities out of range: {self.short_context_prob=} {self.cond_drop=}")
         if self.width % self.heads or (self.width // self.heads) % 2 or self.width // self.heads < 6:
             raise ValueError(f"width/heads must be an even head size >= 6 for 3D RoPE, got {self.width=} {self.heads=}")
+        if self.rollout_steps < 0 or self.rollout_weight < 0:
+            raise ValueError(f"need rollout_steps >= 0 and rollout_weight >= 0, got {self.rollout_steps=} {self.rollout_weight=}")
         if self.depth < 1 or self.patch < 1 or self.mlp_ratio <= 0 or self.adaln_lora_rank < 0:
             raise ValueError(f"bad network size: {self.depth=} {self.patch=} {self.mlp_ratio=} {self.adaln_lora_rank=}")
         if self.action_xy and (len(self.action_xy) != 2 or len(set(self.action_xy)) != 2):

@@ -81,7 +81,7 @@ class DiffusionWorldModel(LatentWorldModel):
     # ------------------------------------------------------------------------------------------
 
     def window(self) -> int:
-        return self.config.context_frames + self.config.chunk_frames
+        return self.config.context_frames + self.config.chunk_frames * (1 + self.config.rollout_steps)
 
     def latent_store(self, frame_store):
         store = super().latent_store(frame_store)
@@ -91,41 +91,81 @@ class DiffusionWorldModel(LatentWorldModel):
 
     def loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         cfg = self.config
-        K, Fc = cfg.context_frames, cfg.chunk_frames
+        K, Fc, R = cfg.context_frames, cfg.chunk_frames, cfg.rollout_steps
         z = self.batch_latents(batch)  # (B, T, c, h, w) normalised
         B, T = z.shape[:2]
-        if T < K + Fc:
-            raise WorldlineError(f"batch has {T} frames, the model needs windows of {K + Fc}")
-        z = z[:, : K + Fc]
+        if T < self.window():
+            raise WorldlineError(f"batch has {T} frames, the model needs windows of {self.window()}")
+        z = z[:, : self.window()]
         dev = z.device
-        actions = batch["actions"][:, : K + Fc].float()  # (B, K+F, A); actions[t] leads to frame t+1
-        frame_actions = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1)  # (B, K+F, A): into frame t
+        actions = batch["actions"][:, : self.window()].float()  # (B, T, A); actions[t] leads to frame t+1
+        frame_actions = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1)  # (B, T, A): into frame t
 
         # Context length per window: K, or 0..K-1 for a fraction (absent frames are the oldest).
         k = torch.full((B,), K, device=dev)
         short = torch.rand(B, device=dev) < cfg.short_context_prob
         k = torch.where(short, torch.randint(0, K, (B,), device=dev), k)
         present = torch.arange(K, device=dev)[None] >= (K - k)[:, None]  # (B, K)
-        ctx_sigma = torch.rand(B, device=dev) * cfg.context_noise_max
-        ctx = (z[:, :K] + ctx_sigma[:, None, None, None, None] * torch.randn_like(z[:, :K])) * present[..., None, None, None]
-
         keep = torch.rand(B, device=dev) >= cfg.cond_drop  # classifier-free guidance: drop actions and text together
-        frame_ok = torch.cat([present, torch.ones(B, Fc, dtype=torch.bool, device=dev)], dim=1)  # (B, K+F)
-        has_action = frame_ok & keep[:, None]
-        has_action[:, 0] = False  # nothing is known about what led into the window's first frame
         text, text_mask = self.batch_text(batch, B, keep)
+        ctx = z[:, :K] * present[..., None, None, None]
+        loss, x0, x0_hat = self.chunk_loss(ctx, present, z[:, K : K + Fc], frame_actions[:, : K + Fc], keep, text, text_mask, True)
+        with torch.no_grad():
+            logs = {"loss_F": loss.item(), "mse_x0": F.mse_loss(x0_hat, x0).item(), "copy_mse": F.mse_loss(z[:, K - 1], z[:, K]).item()}
+        if R:
+            # The model's own one-step predictions become the context of the next chunks, whose real frames
+            # it must still reach (the baseline's rollout loss; Cosmos' and GameNGen's context noise cover
+            # small errors only). The prediction is not differentiated through: it is an input, as at play.
+            rollout = 0.0
+            for r in range(1, R + 1):
+                with torch.no_grad():
+                    z_hat = self.predict_chunk(ctx, present, frame_actions[:, (r - 1) * Fc : K + r * Fc], keep, text, text_mask)
+                ctx = torch.cat([ctx, z_hat], dim=1)[:, -K:]
+                present = torch.cat([present, present.new_ones(B, Fc)], dim=1)[:, -K:]
+                s = K + r * Fc  # the chunk's first frame
+                rollout = rollout + self.chunk_loss(ctx, present, z[:, s : s + Fc], frame_actions[:, s - K : s + Fc],
+                                                    keep, text, text_mask, False)[0] / R
+            loss = loss + cfg.rollout_weight * rollout
+            logs["loss_rollout"] = rollout.item()
+        return loss, logs
 
-        base, scale = self.residual_frame(z[:, :K], k > 0)
-        x0 = (z[:, K:] - base) / scale  # (B, F, c, h, w)
-        sigma = self.edm.sample_sigma(B, device=dev)
+    def chunk_loss(self, ctx: Tensor, present: Tensor, chunk: Tensor, frame_actions: Tensor, keep: Tensor,
+                   text: Tensor | None, text_mask: Tensor | None, first: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """EDM loss of denoising ``chunk`` (B, F, c, h, w) after the context ``ctx`` (B, K, ...) whose real
+        frames ``present`` (B, K) marks, which gets the training context noise here; ``frame_actions``
+        (B, K+F, A) lead into each frame. ``first``: the context starts the window, so the action into its
+        first frame is unknown. Returns (loss, x0, the denoised x0) in the residual variable."""
+        cfg, B, n = self.config, chunk.shape[0], chunk.shape[1]
+        ctx_sigma = torch.rand(B, device=ctx.device) * cfg.context_noise_max
+        noisy_ctx = (ctx + ctx_sigma[:, None, None, None, None] * torch.randn_like(ctx)) * present[..., None, None, None]
+        has_action = torch.cat([present, present.new_ones(B, n)], dim=1) & keep[:, None]  # (B, K+F)
+        if first:
+            has_action[:, 0] = False  # nothing is known about what led into the window's first frame
+        base, scale = self.residual_frame(ctx, present.any(dim=1))
+        x0 = (chunk - base) / scale  # (B, F, c, h, w)
+        sigma = self.edm.sample_sigma(B, device=ctx.device)
         x_noisy = x0 + sigma[:, None, None, None, None] * torch.randn_like(x0)
-        out = self.network(ctx, ctx_sigma, present, x_noisy, sigma, frame_actions, has_action, text, text_mask)
+        out = self.network(noisy_ctx, ctx_sigma, present, x_noisy, sigma, frame_actions, has_action, text, text_mask)
         target = self.edm.network_target(x0, x_noisy, sigma[:, None, None, None, None])
         loss = F.mse_loss(out, target)  # = the EDM-weighted denoiser loss (lambda(sigma) * c_out^2 = 1)
-        with torch.no_grad():
-            x0_hat = self.edm.denoise(out, x_noisy, sigma[:, None, None, None, None])
-            logs = {"loss_F": loss.item(), "mse_x0": F.mse_loss(x0_hat, x0).item(), "copy_mse": F.mse_loss(z[:, K - 1], z[:, K]).item()}
-        return loss, logs
+        return loss, x0, self.edm.denoise(out.detach(), x_noisy, sigma[:, None, None, None, None])
+
+    def predict_chunk(self, ctx: Tensor, present: Tensor, frame_actions: Tensor, keep: Tensor,
+                      text: Tensor | None, text_mask: Tensor | None) -> Tensor:
+        """Latents (B, F, c, h, w) the model's sampler makes after ``ctx`` (B, K, ...) with ``frame_actions``
+        (B, K+F, A), as it would at play (no guidance): the next context of the rollout loss."""
+        cfg, B, n = self.config, ctx.shape[0], frame_actions.shape[1] - ctx.shape[1]
+        ctx_sigma = ctx.new_zeros(B)
+        has_action = torch.cat([present, present.new_ones(B, n)], dim=1) & keep[:, None]
+        base, scale = self.residual_frame(ctx, present.any(dim=1))
+
+        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
+            out = self.network(ctx, ctx_sigma, present, x, sigma, frame_actions, has_action, text, text_mask)
+            return self.edm.denoise(out, x, sigma[:, None, None, None, None])
+
+        sigmas = karras_sigmas(cfg.sample_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)
+        x0 = sample(denoise, (B, n, *self.latent_shape), sigmas, method=cfg.sampler, device=ctx.device)
+        return base + scale * x0
 
     def batch_text(self, batch, B: int, keep: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Text tokens for a training batch from ``batch["text"]`` (list of strings) or pre-embedded
