@@ -155,7 +155,8 @@ class DiffusionWorldModel(LatentWorldModel):
         """Latents (B, F, c, h, w) the model's sampler makes after ``ctx`` (B, K, ...) with ``frame_actions``
         (B, K+F, A), as it would at play (no guidance): the next context of the rollout loss."""
         cfg, B, n = self.config, ctx.shape[0], frame_actions.shape[1] - ctx.shape[1]
-        ctx_sigma = ctx.new_zeros(B)
+        ctx_sigma = ctx.new_full((B,), cfg.context_noise)  # declared and added as at play
+        ctx = (ctx + cfg.context_noise * torch.randn_like(ctx)) * present[..., None, None, None]
         has_action = torch.cat([present, present.new_ones(B, n)], dim=1) & keep[:, None]
         base, scale = self.residual_frame(ctx, present.any(dim=1))
 
