@@ -4,7 +4,9 @@ Training (EDM, Cosmos Video2World): a window of ``context_frames + chunk_frames`
 context is lightly noised and, for a fraction of windows, cut short (down to none: Text2World);
 the chunk is the denoising target, as a residual from the last context latent when ``residual``;
 actions (and text) are dropped together now and then for classifier-free guidance; the loss is the
-EDM-weighted denoising error on the chunk only.
+EDM-weighted denoising error on the chunk only. With ``rollout_steps`` R the window holds R more
+chunks: each is denoised after a context that ends with the model's own sampled predictions, so it
+learns to correct the errors it feeds itself in a long rollout.
 
 Sampling: chunk by chunk, each chunk conditioned on the last ``context_frames`` latents before it
 (real or generated), with the weight-free samplers of :mod:`worldline.models.diffusion.samplers`.
