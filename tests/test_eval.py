@@ -122,10 +122,13 @@ def test_prediction_result_shapes_split_and_json(moving):
     assert result["copy_last"]["psnr"][0] > result["copy_last"]["psnr"][-1]
     # a copy of a real frame has a real frame's detail
     assert np.allclose(result["copy_last"]["sharpness"], 1.0, atol=0.05) and len(result["model"]["sharpness"]) == H
+    gain = result["action_gain"]["psnr_db_steps"]  # the stub ignores its actions: no gain at any step
+    assert len(gain) == H and np.allclose(gain, np.array(result["model"]["psnr"]) - result["shuffled_actions"]["psnr"])
+    assert np.allclose(gain, 0.0)
     text = Console(record=True, width=200)
     text.print(format_table(result))
     out = text.export_text()
-    assert "mean" in out and "copy-last" in out and "sharpness" in out
+    assert "mean" in out and "copy-last" in out and "sharpness" in out and "at step 5" in out
 
 
 def test_sharpness_tells_blur_and_noise_from_detail():
