@@ -131,6 +131,24 @@ def test_prediction_result_shapes_split_and_json(moving):
     assert "mean" in out and "copy-last" in out and "sharpness" in out and "at step 5" in out
 
 
+class NoisyCopy(CopyLast):
+    """Copy-last plus noise from the global generator, as a diffusion sampler draws it."""
+
+    def rollout(self, context_frames, actions, text=None, context_actions=None):
+        frames = super().rollout(context_frames, actions, text, context_actions).frames
+        return Rollout(frames=(frames + 0.1 * torch.randn_like(frames)).clamp(-1, 1))
+
+
+def test_prediction_seeds_the_models_sampling_and_leaves_the_callers_state(moving):
+    model = NoisyCopy()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = evaluate_prediction(model, moving, context=2, horizon=3, max_windows=6, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is untouched
+    b = evaluate_prediction(model, moving, context=2, horizon=3, max_windows=6, progress=False)
+    assert a["model"]["psnr"] == b["model"]["psnr"]  # repeatable
+
+
 def test_sharpness_tells_blur_and_noise_from_detail():
     from worldline.eval.metrics import sharpness
 

@@ -36,7 +36,9 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
                         episodes: str | Sequence[int] = "val", max_windows: int = 256, batch_size: int = 32,
                         seed: int = 0, data_cfg=None, progress: bool = True) -> dict[str, Any]:
     """Per-step PSNR/SSIM of ``model`` and its baselines on up to ``max_windows`` windows of the
-    ``episodes`` ("val", "train", "all" or a list of indices) of the split in ``data_cfg``."""
+    ``episodes`` ("val", "train", "all" or a list of indices) of the split in ``data_cfg``. ``seed``
+    picks the windows and seeds the model's own sampling (diffusion noise, token sampling), so a
+    repeated evaluation gives the same figures; the caller's random state is left as it was."""
     from worldline.data.config import DataConfig
 
     if context < 1 or horizon < 1:
@@ -59,7 +61,8 @@ def evaluate_prediction(model, dataset_path: str | os.PathLike, *, context: int 
     teacher_sums: dict[str, float] = {}
     K, H = context, horizon
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+            torch.manual_seed(seed)
             for b in _progress(range(0, n, batch_size), progress, f"prediction on {n} windows"):
                 batch = sampler.batch(chosen[b : b + batch_size])
                 frames, actions = batch["frames"].to(device), batch["actions"].to(device)
