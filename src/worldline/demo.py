@@ -204,8 +204,8 @@ def run_demo(out: str | Path = "demo", size: str = "small", episodes: int | None
 
 def _gain_at(prediction: dict, steps: int) -> float:
     """Mean PSNR gain of the true over shuffled actions over the first ``steps`` horizon steps."""
-    m, sh = prediction["model"]["psnr"][:steps], prediction["shuffled_actions"]["psnr"][:steps]
-    return float(sum(a - b for a, b in zip(m, sh)) / len(m))
+    gains = prediction["action_gain"]["psnr_db_steps"][:steps]
+    return float(sum(gains) / len(gains))
 
 
 def _rows(prediction: dict, baseline: dict) -> list[tuple[str, float, float, float]]:
